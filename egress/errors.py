@@ -1,0 +1,39 @@
+"""Errors of the egress gate.
+
+EgressError
+├── QueryRefused      the SQL uses a construct the DP compiler does not allow
+├── BudgetExhausted   the scenario's privacy budget cannot pay for this job
+├── ReviewError       review not allowed (self-review, wrong state, missing answers)
+└── ReleaseError      manifest or file does not verify
+"""
+
+from __future__ import annotations
+
+from policies.errors import ErrorKind, ShuyuError
+
+__all__ = ["BudgetExhausted", "EgressError", "QueryRefused", "ReleaseError", "ReviewError"]
+
+
+class EgressError(ShuyuError):
+    code = "egress.error"
+    kind: ErrorKind = "internal"
+
+
+class QueryRefused(EgressError):
+    code = "egress.query_refused"
+    kind: ErrorKind = "invalid"
+
+
+class BudgetExhausted(EgressError):
+    code = "egress.budget_exhausted"
+    kind: ErrorKind = "exhausted"
+
+
+class ReviewError(EgressError):
+    code = "egress.review"
+    kind: ErrorKind = "forbidden"
+
+
+class ReleaseError(EgressError):
+    code = "egress.release"
+    kind: ErrorKind = "conflict"

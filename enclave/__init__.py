@@ -1,0 +1,1 @@
+"""The trusted core: metadata database, encrypted dataset store, keys, catalog, audit log."""

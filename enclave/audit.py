@@ -1,0 +1,270 @@
+"""The append-only, hash-chained audit log with signed checkpoints (R5).
+
+Each entry's hash covers its own fields and the hash of the entry before, so editing,
+deleting or reordering any entry breaks the chain at that point. Every
+``checkpoint_every`` entries (and whenever :meth:`AuditLog.checkpoint` is called, e.g. at
+each release) the head hash is signed with the domain's Ed25519 key.
+
+The hard case is cutting off the newest entries after the last checkpoint: a chain that
+simply ends earlier is still a valid chain. Two things bound it. First, the loss is at most
+the entries after the last signed checkpoint, so ``checkpoint_every`` is the bound. Second,
+``shuyu audit checkpoint --export FILE`` writes the latest signed checkpoint to a file that
+an auditor keeps outside the domain; ``shuyu audit verify --against FILE`` then refuses a
+log whose head is behind it (see docs/audit.md).
+
+Entries are written inside the caller's transaction, so an action and its audit record
+commit or roll back together: no action without a record, no record of an action that did
+not happen. Sequence numbers are assigned here and are the primary key, so two concurrent
+writers cannot both extend the same head; the loser retries on the new head.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from enclave.errors import AuditError
+from enclave.signing import Signer, verify_signature
+from enclave.tables import audit_checkpoints, audit_log
+
+__all__ = ["GENESIS", "AuditEntry", "AuditLog", "Verification", "entry_hash"]
+
+GENESIS = "0" * 64
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def entry_hash(
+    seq: int, ts: str, actor: str, action: str, target: str, result: str, details: str, prev: str
+) -> str:
+    payload = _canonical([seq, ts, actor, action, target, result, details, prev])
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _checkpoint_message(seq: int, head_hash: str, ts: str) -> bytes:
+    return f"shuyu-audit-checkpoint|{seq}|{head_hash}|{ts}".encode()
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    ts: str
+    actor: str
+    action: str
+    target: str
+    result: str
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def to_json(self) -> str:
+        return _canonical(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    entries: int
+    checkpoints: int
+    first_bad_seq: int | None = None
+    reason: str = ""
+
+
+class AuditLog:
+    """Writes and verifies the audit trail of one domain."""
+
+    def __init__(self, signer: Signer, checkpoint_every: int = 50) -> None:
+        self._signer = signer
+        self._every = checkpoint_every
+
+    @property
+    def public_key_hex(self) -> str:
+        return self._signer.public_key_hex
+
+    def record(
+        self,
+        conn: Connection,
+        *,
+        actor: str,
+        action: str,
+        target: str,
+        result: str = "ok",
+        details: dict[str, Any] | None = None,
+    ) -> int:
+        """Append one entry inside the caller's transaction; returns its sequence number."""
+        head = conn.execute(
+            sa.select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+        ).first()
+        seq = 1 if head is None else int(head.seq) + 1
+        prev = GENESIS if head is None else str(head.hash)
+        ts = datetime.now(UTC).isoformat(timespec="microseconds")
+        det = _canonical(details or {})
+        h = entry_hash(seq, ts, actor, action, target, result, det, prev)
+        conn.execute(
+            audit_log.insert().values(
+                seq=seq,
+                ts=ts,
+                actor=actor,
+                action=action,
+                target=target,
+                result=result,
+                details=det,
+                prev_hash=prev,
+                hash=h,
+            )
+        )
+        if seq % self._every == 0:
+            self._sign(conn, seq, h)
+        return seq
+
+    def record_now(self, engine: Engine, **kwargs: Any) -> int:
+        """Append one entry in its own transaction (for refusals, where nothing else commits)."""
+        with engine.begin() as conn:
+            return self.record(conn, **kwargs)
+
+    def checkpoint(self, conn: Connection) -> dict[str, Any] | None:
+        """Sign the current head now; returns the checkpoint (None on an empty log)."""
+        head = conn.execute(
+            sa.select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+        ).first()
+        if head is None:
+            return None
+        existing = conn.execute(
+            sa.select(audit_checkpoints).where(audit_checkpoints.c.seq == head.seq)
+        ).first()
+        if existing is None:
+            self._sign(conn, int(head.seq), str(head.hash))
+        return self.latest_checkpoint(conn)
+
+    def _sign(self, conn: Connection, seq: int, head_hash: str) -> None:
+        ts = datetime.now(UTC).isoformat(timespec="microseconds")
+        sig = self._signer.sign(_checkpoint_message(seq, head_hash, ts))
+        conn.execute(
+            audit_checkpoints.insert().values(seq=seq, hash=head_hash, ts=ts, signature=sig)
+        )
+
+    def latest_checkpoint(self, conn: Connection) -> dict[str, Any] | None:
+        row = conn.execute(
+            sa.select(audit_checkpoints).order_by(audit_checkpoints.c.seq.desc()).limit(1)
+        ).first()
+        if row is None:
+            return None
+        return {
+            "seq": int(row.seq),
+            "hash": row.hash,
+            "ts": row.ts,
+            "signature": row.signature,
+            "public_key": self.public_key_hex,
+        }
+
+    @staticmethod
+    def entries(conn: Connection, since: datetime | None = None) -> Iterator[AuditEntry]:
+        query = sa.select(audit_log).order_by(audit_log.c.seq)
+        if since is not None:
+            query = query.where(audit_log.c.ts >= since.astimezone(UTC).isoformat())
+        for r in conn.execute(query):
+            yield AuditEntry(
+                seq=int(r.seq),
+                ts=r.ts,
+                actor=r.actor,
+                action=r.action,
+                target=r.target,
+                result=r.result,
+                details=json.loads(r.details),
+                prev_hash=r.prev_hash,
+                hash=r.hash,
+            )
+
+    def verify(self, conn: Connection, against: dict[str, Any] | None = None) -> Verification:
+        """Check the chain, every checkpoint signature, and an optional external checkpoint."""
+        expected_prev = GENESIS
+        expected_seq = 1
+        hashes: dict[int, str] = {}
+        n = 0
+        for r in conn.execute(sa.select(audit_log).order_by(audit_log.c.seq)):
+            n += 1
+            seq = int(r.seq)
+            if seq != expected_seq:
+                return Verification(
+                    False,
+                    n,
+                    0,
+                    expected_seq,
+                    f"entry {expected_seq} is missing (next present is {seq})",
+                )
+            if r.prev_hash != expected_prev:
+                return Verification(
+                    False, n, 0, seq, f"entry {seq} does not link to entry {seq - 1}"
+                )
+            h = entry_hash(seq, r.ts, r.actor, r.action, r.target, r.result, r.details, r.prev_hash)
+            if h != r.hash:
+                return Verification(False, n, 0, seq, f"entry {seq} was altered after writing")
+            hashes[seq] = h
+            expected_prev = h
+            expected_seq += 1
+        checkpoints = 0
+        for c in conn.execute(sa.select(audit_checkpoints).order_by(audit_checkpoints.c.seq)):
+            checkpoints += 1
+            seq = int(c.seq)
+            if not verify_signature(
+                self.public_key_hex, _checkpoint_message(seq, c.hash, c.ts), c.signature
+            ):
+                return Verification(
+                    False, n, checkpoints, seq, f"checkpoint at entry {seq} has a bad signature"
+                )
+            if seq not in hashes:
+                return Verification(
+                    False,
+                    n,
+                    checkpoints,
+                    seq,
+                    f"entries up to {seq} were signed but the log ends at {n}: "
+                    "newest entries were cut off",
+                )
+            if hashes[seq] != c.hash:
+                return Verification(
+                    False, n, checkpoints, seq, f"entry {seq} differs from its signed checkpoint"
+                )
+        if against is not None:
+            seq = int(against["seq"])
+            msg = _checkpoint_message(seq, str(against["hash"]), str(against["ts"]))
+            if not verify_signature(self.public_key_hex, msg, str(against["signature"])):
+                return Verification(
+                    False,
+                    n,
+                    checkpoints,
+                    seq,
+                    "the external checkpoint is not signed by this domain",
+                )
+            if seq not in hashes:
+                return Verification(
+                    False,
+                    n,
+                    checkpoints,
+                    seq,
+                    f"the external checkpoint covers entry {seq} but the log "
+                    f"ends at {n}: newest entries were cut off",
+                )
+            if hashes[seq] != against["hash"]:
+                return Verification(
+                    False, n, checkpoints, seq, f"entry {seq} differs from the external checkpoint"
+                )
+        return Verification(True, n, checkpoints)
+
+
+def require_valid(result: Verification) -> None:
+    if not result.ok:
+        raise AuditError(
+            f"audit log does not verify at entry {result.first_bad_seq}: {result.reason}",
+            code="enclave.audit_broken",
+            hint="treat this as a security incident: export the log and compare with backups",
+        )

@@ -1,0 +1,108 @@
+"""The composition root: builds each part of the domain from one validated Settings.
+
+Lower layers receive plain values (an engine, a key service, a path), never the settings;
+this is the one place that knows which implementation of each boundary is in use.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from sqlalchemy.engine import Engine
+
+from enclave.audit import AuditLog
+from enclave.db import load_all_tables, make_engine, migrate
+from enclave.errors import KeyMaterialError
+from enclave.keys import KeyService, Kms, LocalFileKms, create_master_key_file
+from enclave.signing import Signer, create_key_file
+from shuyu.errors import SettingsError
+from shuyu.settings import Settings, load_settings
+
+__all__ = ["Domain", "init_domain", "open_domain"]
+
+
+@dataclass
+class Domain:
+    """Everything one running shuyu needs, built lazily from its settings."""
+
+    settings: Settings
+    _engine: Engine | None = field(default=None, repr=False)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = make_engine(self.settings.resolved_database_url)
+        return self._engine
+
+    @cached_property
+    def kms(self) -> Kms:
+        if self.settings.kms == "local":
+            return LocalFileKms(self.settings.master_key_path)
+        raise SettingsError(
+            "kms=vault is not available in this build",
+            hint="use SHUYU_KMS=local, or install a build with the Vault transit client",
+        )
+
+    @cached_property
+    def keys(self) -> KeyService:
+        return KeyService(self.kms)
+
+    @cached_property
+    def signer(self) -> Signer:
+        return Signer.from_file(self.settings.signing_key_path)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(self.signer, self.settings.audit_checkpoint_every)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def init_domain(settings: Settings | None = None) -> Domain:
+    """Create the home, the master and signing keys (0600, never overwritten), the schema."""
+    settings = settings or load_settings()
+    home = settings.home
+    if settings.master_key_path.exists():
+        raise KeyMaterialError(
+            f"a domain already exists at {home} (master key {settings.master_key_path})",
+            code="enclave.key_exists",
+            kind="conflict",
+            hint="use it as it is, or set SHUYU_HOME to a new folder to start another domain",
+        )
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(home, 0o700)
+    create_master_key_file(settings.master_key_path)
+    create_key_file(settings.signing_key_path)
+    settings.store_dir.mkdir(exist_ok=True, mode=0o700)
+    domain = Domain(settings)
+    migrate(domain.engine)
+    load_all_tables()
+    with domain.engine.begin() as conn:
+        domain.audit.record(
+            conn,
+            actor="system",
+            action="domain.init",
+            target=str(home),
+            details={"public_key": domain.signer.public_key_hex},
+        )
+    return domain
+
+
+def open_domain(settings: Settings | None = None) -> Domain:
+    """Open an existing domain; a missing one is a clear error, not an empty database."""
+    settings = settings or load_settings()
+    if not settings.master_key_path.exists():
+        raise KeyMaterialError(
+            f"no shuyu domain at {settings.home}",
+            code="enclave.no_domain",
+            kind="not_found",
+            hint="run `shuyu init` first, or set SHUYU_HOME to the domain's folder",
+        )
+    domain = Domain(settings)
+    migrate(domain.engine)
+    return domain
