@@ -38,7 +38,7 @@ datasets = sa.Table(
     sa.Column("num_bytes", sa.BigInteger, nullable=False),
     sa.Column("content_sha256", sa.String(64), nullable=False),  # of the encrypted files
     # True when the import verified no privacy unit owns more rows than declared
-    sa.Column("unit_bound_verified", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("unit_bound_verified", sa.Boolean, nullable=False, server_default=sa.text("false")),
     sa.Column("scenario_id", sa.String(64), nullable=True),  # derived tables: owning scenario
     sa.Column("lineage", sa.JSON, nullable=True),  # derived tables: sources, job, code hash
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

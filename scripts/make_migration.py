@@ -1,9 +1,11 @@
-"""Autogenerate an Alembic migration from the tables every package declares.
+"""Write the Alembic migration from the tables every package declares.
 
-    .venv/bin/python scripts/make_migration.py "add ledger"
+    .venv/bin/python scripts/make_migration.py            # rewrite 0001_initial (pre-release)
+    .venv/bin/python scripts/make_migration.py "message"  # a new revision on top (post-release)
 
-Runs the existing migrations on a scratch SQLite database first, so the new revision
-holds only what changed.
+Until the first release the schema is one revision, ``0001``, regenerated from the tables
+in full; rewriting it is safe because no deployed database has it yet. After the first
+release, pass a message to add a revision that holds only what changed.
 """
 
 from __future__ import annotations
@@ -17,20 +19,28 @@ from alembic.config import Config
 
 from enclave.db import load_all_tables, make_engine
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "enclave" / "migrations"
+VERSIONS = Path(__file__).resolve().parent.parent / "enclave" / "migrations" / "versions"
 
 
 def main() -> None:
-    message = sys.argv[1] if len(sys.argv) > 1 else "schema change"
     load_all_tables()
+    initial = len(sys.argv) < 2
+    if initial:
+        for old in VERSIONS.glob("0001_*.py"):
+            old.unlink()
     with tempfile.TemporaryDirectory() as tmp:
         engine = make_engine(f"sqlite:///{tmp}/scratch.db")
         cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.set_main_option("script_location", str(VERSIONS.parent))
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-            command.revision(cfg, message=message, autogenerate=True)
+            if initial:
+                command.revision(cfg, message="initial schema", autogenerate=True, rev_id="0001")
+            else:
+                command.upgrade(cfg, "head")
+                command.revision(cfg, message=sys.argv[1], autogenerate=True)
+    for f in VERSIONS.glob("0001_*.py"):
+        f.rename(VERSIONS / "0001_initial_schema.py")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 8facbd706e96
+Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 12:58:55.634245
+Create Date: 2026-11-22 13:00:19.789196
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '8facbd706e96'
+revision = '0001'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -65,7 +65,7 @@ def upgrade() -> None:
     sa.Column('num_rows', sa.BigInteger(), nullable=False),
     sa.Column('num_bytes', sa.BigInteger(), nullable=False),
     sa.Column('content_sha256', sa.String(length=64), nullable=False),
-    sa.Column('unit_bound_verified', sa.Boolean(), server_default=sa.text('0'), nullable=False),
+    sa.Column('unit_bound_verified', sa.Boolean(), server_default=sa.text('(false)'), nullable=False),
     sa.Column('scenario_id', sa.String(length=64), nullable=True),
     sa.Column('lineage', sa.JSON(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
