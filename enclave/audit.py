@@ -15,7 +15,8 @@ log whose head is behind it (see docs/audit.md).
 Entries are written inside the caller's transaction, so an action and its audit record
 commit or roll back together: no action without a record, no record of an action that did
 not happen. Sequence numbers are assigned here and are the primary key, so two concurrent
-writers cannot both extend the same head; the loser retries on the new head.
+writers can never both extend the same head; writers are serialised (BEGIN IMMEDIATE on
+SQLite, a transaction-scoped advisory lock on PostgreSQL) so neither has to retry.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from enclave.tables import audit_checkpoints, audit_log
 __all__ = ["GENESIS", "AuditEntry", "AuditLog", "Verification", "entry_hash"]
 
 GENESIS = "0" * 64
+_PG_AUDIT_LOCK = 0x5348_5559  # "SHUY": the advisory lock id of the audit head
 
 
 def _canonical(obj: Any) -> str:
@@ -101,6 +103,11 @@ class AuditLog:
         details: dict[str, Any] | None = None,
     ) -> int:
         """Append one entry inside the caller's transaction; returns its sequence number."""
+        if conn.dialect.name == "postgresql":
+            # Serialise appenders until the caller commits, so a business transaction never
+            # fails because another one took the next sequence number (SQLite already
+            # serialises writers with BEGIN IMMEDIATE).
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
         head = conn.execute(
             sa.select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
         ).first()
