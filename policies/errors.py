@@ -20,7 +20,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-__all__ = ["KINDS", "ErrorKind", "PolicyError", "ShuyuError"]
+__all__ = [
+    "KINDS",
+    "AccessDenied",
+    "ErrorKind",
+    "PolicyError",
+    "ScenarioFileError",
+    "ShuyuError",
+]
 
 ErrorKind = Literal[
     "invalid",  # the input is wrong; fixing the input fixes it (HTTP 400/422)
@@ -78,3 +85,17 @@ class PolicyError(ShuyuError):
 
     code = "policy.error"
     kind: ErrorKind = "invalid"
+
+
+class ScenarioFileError(PolicyError):
+    """A scenario file does not validate; ``details["errors"]`` names each bad field."""
+
+    code = "policy.scenario_invalid"
+    kind: ErrorKind = "invalid"
+
+
+class AccessDenied(PolicyError):
+    """A decision refused a job; ``details["reasons"]`` holds every reason, not just one."""
+
+    code = "policy.denied"
+    kind: ErrorKind = "forbidden"
