@@ -1,0 +1,164 @@
+"""The agent's loop: read a job line, answer with frames, (in loop mode) wait for the next.
+
+    python -m agent [--loop] [--data /data]
+
+One-shot (the default, a cold sandbox): answer one job and exit — 0 when it succeeded,
+2 when it failed with an error code. Loop mode (a warm sandbox): answer jobs until stdin
+closes; decrypted tables stay in memory between the jobs of the session.
+
+The real stdout is kept only for frames: file descriptors 1 and 2 are pointed at
+/dev/null before anything else runs, so nothing a library prints can reach the host or
+corrupt the stream; data keys live in this process's memory only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .errors import AgentError
+from .protocol import PROTOCOL_VERSION, encode_frame, hello_payload
+
+__all__ = ["main", "serve"]
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 2
+
+
+def _protect_stdout() -> BinaryIO:
+    """Keep the real stdout for frames only; everything else goes to /dev/null."""
+    out_fd = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    sys.stderr = sys.stdout
+    return os.fdopen(out_fd, "wb", buffering=0)
+
+
+class Agent:
+    """Holds what a warm session keeps between jobs: one DuckDB, the decrypted tables."""
+
+    def __init__(self, data_root: Path, keep_tables: bool) -> None:
+        from .data import TableCache
+
+        self._root = data_root
+        self._keep = keep_tables
+        self._cache = TableCache(data_root)
+        self._con: Any = None
+
+    def handle(self, line: bytes) -> list[bytes]:
+        """The frames answering one job line (ending in Z, or a single E)."""
+        try:
+            return [*self._run(line), encode_frame(b"Z")]
+        except AgentError as exc:
+            return [encode_frame(b"E", exc.code)]
+        except MemoryError:
+            return [encode_frame(b"E", "limit.memory")]
+        except Exception:
+            return [encode_frame(b"E", "agent.internal")]
+        finally:
+            if not self._keep:
+                self._cache.clear()
+
+    def _run(self, line: bytes) -> list[bytes]:
+        from .crypto import KeyRing, decode_keys
+        from .data import parse_datasets
+
+        try:
+            job = json.loads(line)
+            if not isinstance(job, dict) or job.get("v") != PROTOCOL_VERSION:
+                raise ValueError
+            kind, code = job["kind"], job["code"]
+            if kind not in ("sql", "python") or not isinstance(code, str):
+                raise ValueError
+            ring = KeyRing(decode_keys(job.get("keys") or {}))
+            limits = job.get("limits") or {}
+            holdout = job.get("holdout") or {}
+        except (ValueError, KeyError, TypeError):
+            raise AgentError("job.invalid") from None
+        specs = parse_datasets(job.get("datasets") or {})
+        try:
+            tables = self._cache.load(specs, ring)
+        finally:
+            ring.clear()
+            del job
+        if kind == "sql":
+            return self._sql(code, tables, limits)
+        return self._python(code, tables, holdout)
+
+    def _sql(self, sql: str, tables: dict[str, Any], limits: dict[str, Any]) -> list[bytes]:
+        from .api import ipc_bytes
+        from .sql import connect, run_sql
+
+        if self._con is None:
+            self._con = connect(limits.get("memory_bytes"), limits.get("threads"))
+        result = run_sql(self._con, sql, tables)
+        return [encode_frame(b"T", "result", ipc_bytes(result))]
+
+    def _python(
+        self, source: str, tables: dict[str, Any], holdout_raw: dict[str, Any]
+    ) -> list[bytes]:
+        from .api import Artifacts, HoldoutSpec, JobApi
+        from .restricted import run_python
+
+        try:
+            holdout = {
+                str(name): HoldoutSpec(float(spec["fraction"]), int(spec["seed"]))
+                for name, spec in holdout_raw.items()
+            }
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise AgentError("job.invalid") from None
+        artifacts = Artifacts()
+        run_python(source, JobApi(tables, holdout, artifacts))
+        return artifacts.frames
+
+
+def _preload(python_too: bool) -> None:
+    """Import what jobs need before saying hello, so a warm sandbox answers at once."""
+    import duckdb  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+    from . import crypto, data, sql  # noqa: F401
+
+    if python_too:
+        import pandas  # noqa: F401
+        import sklearn  # noqa: F401
+
+        from . import api, restricted  # noqa: F401
+
+
+def serve(stdin: BinaryIO, stdout: BinaryIO, data_root: Path, loop: bool) -> int:
+    """Answer jobs from ``stdin`` on ``stdout``; returns the process exit code."""
+    _preload(python_too=loop)
+    stdout.write(encode_frame(b"H", "", hello_payload()))
+    agent = Agent(data_root, keep_tables=loop)
+    status = EXIT_OK
+    while True:
+        line = stdin.readline()
+        if not line.strip():
+            return status
+        frames = agent.handle(line)
+        del line
+        stdout.write(b"".join(frames))
+        stdout.flush()
+        status = EXIT_JOB_FAILED if frames[-1][:1] == b"E" else EXIT_OK
+        if not loop:
+            return status
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="agent", add_help=False)
+    parser.add_argument("--loop", action="store_true")
+    parser.add_argument("--data", default="/data")
+    args = parser.parse_args(argv)
+    out = _protect_stdout()
+    warnings.simplefilter("ignore")
+    sys.exit(serve(sys.stdin.buffer, out, Path(args.data), args.loop))
