@@ -298,11 +298,18 @@ def _cross_problems(
     return problems
 
 
+def _is_refusal(problem: str) -> bool:
+    return "refused for authorized operation" in problem or "excluded from authorized" in problem
+
+
 def _fail(problems: list[str], source: str) -> CatalogError:
+    """One error listing every problem; a policy refusal among them makes it ``forbidden``."""
     listing = "\n".join(f"  - {p}" for p in problems)
+    refused = any(_is_refusal(p) for p in problems)
     return CatalogError(
         f"{source} has {len(problems)} problem(s):\n{listing}",
-        code="enclave.catalog_invalid",
+        code="enclave.catalog_refused" if refused else "enclave.catalog_invalid",
+        kind="forbidden" if refused else "invalid",
         hint="fix each named field; docs/datasets.md shows a complete, commented META.yaml",
         details={"errors": problems},
     )

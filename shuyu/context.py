@@ -17,6 +17,7 @@ from enclave.db import load_all_tables, make_engine, migrate
 from enclave.errors import KeyMaterialError
 from enclave.keys import KeyService, Kms, LocalFileKms, create_master_key_file
 from enclave.signing import Signer, create_key_file
+from enclave.store import DatasetStore
 from shuyu.errors import SettingsError
 from shuyu.settings import Settings, load_settings
 
@@ -56,6 +57,11 @@ class Domain:
     @cached_property
     def audit(self) -> AuditLog:
         return AuditLog(self.signer, self.settings.audit_checkpoint_every)
+
+    @cached_property
+    def store(self) -> DatasetStore:
+        """Encrypted datasets: import, trusted read, delete (enclave.store)."""
+        return DatasetStore(self.engine, self.keys, self.audit, self.settings.store_dir)
 
     def close(self) -> None:
         if self._engine is not None:
