@@ -1,0 +1,201 @@
+"""``check_model``: every model check on one released model, and the report they make.
+
+The orchestrator calls this as trusted code next to the data, after the sandbox has
+returned a skops blob and before a reviewer sees the job. Order matters only for cost:
+cheap structural checks first; the refit and the attacks (which retrain) last.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.base import is_classifier, is_regressor
+from sklearn.metrics import accuracy_score, mean_absolute_error, r2_score, roc_auc_score
+
+from egress.models.capacity import check_capacity, count_parameters
+from egress.models.card import ModelCard
+from egress.models.data import ModelData
+from egress.models.dp import check_dp
+from egress.models.findings import SEVERITY_ORDER, ModelFinding, Verdict, verdict_of
+from egress.models.membership import AttackResult, check_membership
+from egress.models.memorization import check_identifiers, check_refit, check_training_rows
+from egress.models.safe_format import load_model_safely, model_sha256
+from egress.models.state import iter_leaves
+from egress.models.structure import check_leaf_sizes, check_per_row, check_row_storing_classes
+from egress.models.thresholds import ModelThresholds
+
+__all__ = ["ModelCheckReport", "check_loaded_model", "check_model", "model_metrics"]
+
+_REVIEW = ModelFinding(
+    check="model.review_required",
+    severity="review",
+    evidence="models are released only after a security reviewer approves them "
+    "(R1.3(c), 000 §14; 004 §4(4))",
+    fix="",
+)
+
+
+@dataclass(frozen=True)
+class ModelCheckReport:
+    """The verdict (``block`` or ``review``), findings worst first, attack results, card."""
+
+    verdict: Verdict
+    findings: tuple[ModelFinding, ...]
+    membership: tuple[AttackResult, ...]
+    dp_epsilon: float | None
+    card: ModelCard
+    timings_s: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def blocking(self) -> tuple[ModelFinding, ...]:
+        return tuple(f for f in self.findings if f.severity == "block")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "findings": [f.to_dict() for f in self.findings],
+            "membership": [r.to_dict() for r in self.membership],
+            "dp_epsilon": self.dp_epsilon,
+            "card": self.card.to_dict(),
+            "timings_s": dict(self.timings_s),
+        }
+
+
+def model_metrics(model: Any, train: ModelData, holdout: ModelData) -> dict[str, float]:
+    """Aggregate quality numbers for the card (each over the whole set; no row values)."""
+    out: dict[str, float] = {}
+    if train.target is None or not len(holdout):
+        return out
+    try:
+        if is_classifier(model):
+            out["accuracy"] = float(accuracy_score(holdout.target, model.predict(holdout.features)))
+            out["train_accuracy"] = float(
+                accuracy_score(train.target, model.predict(train.features))
+            )
+            classes = getattr(model, "classes_", None)
+            if classes is not None and len(classes) == 2 and hasattr(model, "predict_proba"):
+                p = model.predict_proba(holdout.features)[:, 1]
+                if len(np.unique(holdout.target)) == 2:
+                    out["roc_auc"] = float(roc_auc_score(holdout.target == classes[1], p))
+        elif is_regressor(model):
+            pred = model.predict(holdout.features)
+            out["r2"] = float(r2_score(holdout.target, pred))
+            out["mae"] = float(mean_absolute_error(holdout.target, pred))
+            out["train_r2"] = float(r2_score(train.target, model.predict(train.features)))
+    except Exception:  # metrics are a courtesy; a model that cannot predict fails elsewhere
+        return {}
+    return out
+
+
+def check_loaded_model(
+    model: Any,
+    train: ModelData,
+    holdout: ModelData,
+    identifiers: Mapping[str, Iterable[object]],
+    thresholds: ModelThresholds,
+    *,
+    blob: bytes = b"",
+) -> ModelCheckReport:
+    """All checks on a model already loaded through :func:`load_model_safely`."""
+    timings: dict[str, float] = {}
+    findings: list[ModelFinding] = []
+
+    def timed(name: str, start: float) -> None:
+        timings[name] = round(time.perf_counter() - start, 4)
+
+    n_train = len(train)
+    t = time.perf_counter()
+    findings += check_row_storing_classes(model)
+    findings += check_leaf_sizes(model, thresholds.min_cell_size)
+    findings += check_per_row(model, n_train)
+    timed("structure", t)
+
+    t = time.perf_counter()
+    findings += check_capacity(model, n_train, thresholds.max_params_per_row)
+    timed("capacity", t)
+
+    t = time.perf_counter()
+    dp_findings, dp = check_dp(model, thresholds)
+    findings += dp_findings
+    timed("dp", t)
+
+    t = time.perf_counter()
+    leaves = list(iter_leaves(model))
+    findings += check_identifiers(
+        model, identifiers, n_train=n_train, thresholds=thresholds, leaves=leaves
+    )
+    timed("identifiers", t)
+    t = time.perf_counter()
+    findings += check_training_rows(model, train, leaves=leaves)
+    timed("training_rows", t)
+
+    t = time.perf_counter()
+    refit_findings, _ = check_refit(model, train, thresholds, randomised_by_design=dp is not None)
+    findings += refit_findings
+    timed("refit", t)
+
+    t = time.perf_counter()
+    membership_findings, attacks = check_membership(model, train, holdout, thresholds)
+    findings += membership_findings
+    timed("membership", t)
+
+    findings.append(_REVIEW)
+    findings.sort(key=lambda f: SEVERITY_ORDER[f.severity])
+    verdict = verdict_of(findings)
+    t = time.perf_counter()
+    card = ModelCard.build(
+        model,
+        blob_sha256=model_sha256(blob) if blob else "",
+        blob_bytes=len(blob),
+        parameters=count_parameters(model),
+        training_rows=n_train,
+        holdout_rows=len(holdout),
+        features=train.n_features,
+        metrics=model_metrics(model, train, holdout),
+        findings=findings,
+        verdict=verdict,
+        dp_epsilon=dp.epsilon if dp else None,
+        dp_classes=list(dp.classes) if dp else [],
+    )
+    timed("card", t)
+    return ModelCheckReport(
+        verdict=verdict,
+        findings=tuple(findings),
+        membership=tuple(attacks),
+        dp_epsilon=dp.epsilon if dp else None,
+        card=card,
+        timings_s=timings,
+    )
+
+
+def check_model(
+    blob: bytes,
+    train: ModelData,
+    holdout: ModelData,
+    identifiers: Mapping[str, Iterable[object]],
+    thresholds: ModelThresholds | None = None,
+) -> ModelCheckReport:
+    """Load a released model safely and run every model check on it.
+
+    ``train`` must be the rows the sandbox trained on, in the same order (the refit
+    compares against them); ``holdout`` rows the model never saw; ``identifiers`` maps an
+    identifier column (or ``"canary"``) to its values. Raises ``egress.model_format`` for a
+    pickle or a skops file with types outside the allow-list.
+    """
+    limits = thresholds or ModelThresholds()
+    t = time.perf_counter()
+    model = load_model_safely(blob, max_model_bytes=limits.max_model_bytes)
+    load_s = round(time.perf_counter() - t, 4)
+    report = check_loaded_model(model, train, holdout, identifiers, limits, blob=blob)
+    return ModelCheckReport(
+        verdict=report.verdict,
+        findings=report.findings,
+        membership=report.membership,
+        dp_epsilon=report.dp_epsilon,
+        card=report.card,
+        timings_s={"load": load_s, **report.timings_s},
+    )
