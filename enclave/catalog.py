@@ -117,7 +117,7 @@ class ColumnMeta(_Strict):
     description: str = ""
     nullable: bool = True
     bounds: tuple[float, float] | None = None  # public [lower, upper] for numeric columns
-    domain: list[str | int | bool] | None = None  # public list of values for categories
+    domain: list[str | int | float | bool] | None = None  # public list of category values
 
     @property
     def numeric(self) -> bool:
@@ -344,7 +344,7 @@ def parse_meta(
                 continue
             columns.append(col)
             problems += _column_problems(i, col, grades)
-    if fields is not None:
+    if fields is not None and raw_columns and len(columns) == len(raw_columns):
         problems += _cross_problems(fields, columns, grades)
     if problems or fields is None:
         raise _fail(problems, source)
