@@ -1,0 +1,66 @@
+"""Record which sandbox image jobs run on, and read it back.
+
+``shuyu image build`` records the image it built (or found); the orchestrator reads
+:func:`current_image_id` and passes it to the executor and to the key service, so the keys
+go only to the image that was recorded.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from enclave.audit import AuditLog
+from sandbox.errors import ImageError
+from sandbox.image import BuiltImage
+from sandbox.tables import sandbox_images
+
+__all__ = ["current_image_id", "record_image"]
+
+
+def record_image(conn: Connection, audit: AuditLog, image: BuiltImage, actor: str) -> None:
+    """Make ``image`` the one jobs run on (idempotent: re-recording moves it to newest)."""
+    now = datetime.now(UTC)
+    exists = conn.execute(
+        sa.select(sandbox_images.c.image_id).where(sandbox_images.c.image_id == image.image_id)
+    ).first()
+    if exists is None:
+        conn.execute(
+            sandbox_images.insert().values(
+                image_id=image.image_id,
+                content_hash=image.content_hash,
+                method=image.method,
+                tag=image.tag,
+                recorded_by=actor,
+                recorded_at=now,
+            )
+        )
+    else:
+        conn.execute(
+            sandbox_images.update()
+            .where(sandbox_images.c.image_id == image.image_id)
+            .values(recorded_at=now, recorded_by=actor)
+        )
+    audit.record(
+        conn,
+        actor=actor,
+        action="sandbox.image.record",
+        target=image.image_id,
+        details={"content_hash": image.content_hash, "method": image.method, "tag": image.tag},
+    )
+
+
+def current_image_id(conn: Connection) -> str:
+    """The image ID jobs run on; a clear error when none was recorded."""
+    row = conn.execute(
+        sa.select(sandbox_images.c.image_id).order_by(sandbox_images.c.recorded_at.desc()).limit(1)
+    ).first()
+    if row is None:
+        raise ImageError(
+            "no sandbox image is recorded for this domain",
+            code="sandbox.no_image",
+            hint="run `shuyu image build`",
+        )
+    return str(row.image_id)
