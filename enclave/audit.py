@@ -174,10 +174,20 @@ class AuditLog:
         }
 
     @staticmethod
-    def entries(conn: Connection, since: datetime | None = None) -> Iterator[AuditEntry]:
+    def entries(
+        conn: Connection,
+        since: datetime | None = None,
+        *,
+        after_seq: int = 0,
+        limit: int | None = None,
+    ) -> Iterator[AuditEntry]:
         query = sa.select(audit_log).order_by(audit_log.c.seq)
         if since is not None:
             query = query.where(audit_log.c.ts >= since.astimezone(UTC).isoformat())
+        if after_seq:
+            query = query.where(audit_log.c.seq > after_seq)
+        if limit is not None:
+            query = query.limit(limit)
         for r in conn.execute(query):
             yield AuditEntry(
                 seq=int(r.seq),

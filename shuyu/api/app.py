@@ -1,0 +1,112 @@
+"""The FastAPI application: ``create_app(domain)`` wires routers, limits, errors and metrics.
+
+Thin by design: each route parses, checks the caller's role, calls one plain function of
+the domain, and returns its result through a response model. The app holds no state of
+its own beyond the :class:`~shuyu.context.Domain` and the metrics registry; rate-limit
+counters and jobs live in the database, so replicas can sit behind one load balancer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+
+import shuyu
+from shuyu.api.errors import ERROR_RESPONSES, install_error_handlers
+from shuyu.api.metrics import CONTENT_TYPE, ApiMetrics
+from shuyu.api.middleware import RequestContextMiddleware
+from shuyu.api.routers import ROUTERS
+from shuyu.api.schemas import Health
+from shuyu.context import Domain
+
+__all__ = ["Runner", "create_app"]
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+The HTTP API of shuyu (数域): operators compute on public data they may use but never see.
+
+Authenticate with `Authorization: Bearer <token>`. Every error answers
+`{code, message, hint, kind, request_id}`. Jobs are asynchronous: `POST /v1/jobs` returns a
+job; poll `GET /v1/jobs/{job_id}` or stream `GET /v1/jobs/{job_id}/events`.
+See docs/api.md.
+"""
+
+
+class Runner(Protocol):
+    """The background job worker started and stopped with the app (``shuyu.jobs.JobRunner``)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def create_app(domain: Domain, *, runner: Runner | None = None, console: bool = True) -> FastAPI:
+    """Build the app for ``domain``; ``runner`` (if given) runs for the app's lifetime."""
+    metrics = ApiMetrics(domain.engine.connect)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if runner is not None:
+            runner.start()
+        try:
+            yield
+        finally:
+            if runner is not None:
+                runner.stop()
+
+    app = FastAPI(
+        title="shuyu",
+        version=shuyu.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        # OpenTelemetry log export would copy exception messages out of the domain.
+        telemetry={"logs": False},
+    )
+    app.state.domain = domain
+    app.state.metrics = metrics
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        max_request_bytes=domain.settings.max_request_bytes,
+    )
+    install_error_handlers(app)
+
+    @app.get("/healthz", response_model=Health, tags=["service"], responses=ERROR_RESPONSES)
+    def healthz() -> Any:
+        """Liveness and readiness: the process answers and the metadata database does."""
+        try:
+            with domain.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError:
+            log.exception("health check: database unavailable")
+            body = Health(status="unavailable", database="unavailable", version=shuyu.__version__)
+            return JSONResponse(body.model_dump(), status_code=503)
+        return Health(status="ok", database="ok", version=shuyu.__version__)
+
+    @app.get(
+        "/metrics",
+        tags=["service"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
+    )
+    def prometheus_metrics() -> Response:
+        """Prometheus text format: requests, jobs by state, queue depth, gate, budgets."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    for router in ROUTERS:
+        app.include_router(router, prefix="/v1", responses=ERROR_RESPONSES)
+
+    if console:
+        from shuyu.console.routes import mount_console
+
+        mount_console(app)
+    return app

@@ -1,0 +1,11 @@
+"""The routers of ``/v1``, one module per area."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from shuyu.api.routers import audit, datasets, users
+
+__all__ = ["ROUTERS"]
+
+ROUTERS: tuple[APIRouter, ...] = (users.router, datasets.router, audit.router)

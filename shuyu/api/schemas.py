@@ -1,0 +1,303 @@
+"""The request and response models of the HTTP API, shared with the Python SDK.
+
+Plain pydantic, no FastAPI, so :mod:`shuyu.client` parses what the server sends with the
+very models the server's OpenAPI document was generated from. Views of domain objects
+allow extra fields (``extra="allow"``): a domain package adding a field to its view does
+not break an older client, and the fields listed here are the ones the API promises.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from enclave.tables import JOB_STATES, TERMINAL_JOB_STATES
+
+__all__ = [
+    "TERMINAL_STATES",
+    "ActivateUser",
+    "AddUser",
+    "AuditCheckpoint",
+    "AuditEntryView",
+    "AuditVerification",
+    "Budget",
+    "CreateToken",
+    "DatasetView",
+    "DisableUser",
+    "DryRunReport",
+    "FindingView",
+    "FixView",
+    "Health",
+    "ImportDataset",
+    "IssuedTokenView",
+    "JobEvent",
+    "JobState",
+    "JobView",
+    "Me",
+    "ReleaseView",
+    "ReviewDecision",
+    "ReviewDetail",
+    "ReviewItem",
+    "SubmitJob",
+    "TokenView",
+    "UserView",
+    "View",
+]
+
+JobState = Literal[
+    "submitted",
+    "authorized",
+    "running",
+    "computed",
+    "gated",
+    "pending_review",
+    "auto_released",
+    "approved",
+    "released",
+    "refused",
+    "failed",
+    "rejected",
+    "cancelled",
+    "expired",
+]
+assert set(JobState.__args__) == set(JOB_STATES)  # type: ignore[attr-defined]
+TERMINAL_STATES: frozenset[str] = TERMINAL_JOB_STATES
+
+
+class View(BaseModel):
+    """Base of every view of a domain object: known fields typed, extra fields kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    database: Literal["ok", "unavailable"]
+    version: str
+
+
+class Me(View):
+    user_id: str
+    roles: list[str]
+    org: str
+
+
+# --- users and tokens ----------------------------------------------------------------------
+class UserView(View):
+    id: str
+    display_name: str
+    org: str
+    roles: list[str]
+    status: Literal["active", "disabled"]
+    missing_steps: list[str] | None = Field(
+        default=None, description="Operators: personnel steps (R4.1) still missing."
+    )
+
+
+class AddUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=2, max_length=64, examples=["wang.li"])
+    org: str = Field(min_length=1, max_length=128)
+    roles: list[Literal["authority", "provider", "operator", "reviewer", "auditor"]] = Field(
+        min_length=1
+    )
+    display_name: str = Field(default="", max_length=200)
+
+
+class ActivateUser(BaseModel):
+    """Personnel steps to record (R4.1); a field left out stays as it is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    real_name_ref: str | None = Field(default=None, max_length=128)
+    real_name_verified_on: date | None = None
+    training_ref: str | None = Field(default=None, max_length=128)
+    trained_on: date | None = None
+    agreement_ref: str | None = Field(default=None, max_length=128)
+    agreement_signed_on: date | None = None
+    agreement_valid_from: date | None = None
+    agreement_valid_until: date | None = Field(
+        default=None, description="Last day the confidentiality agreement covers."
+    )
+
+
+class DisableUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class TokenView(View):
+    id: str
+    user_id: str
+    label: str
+    created_at: str
+    expires_at: str
+    revoked_at: str | None = None
+    state: Literal["valid", "expired", "revoked"]
+
+
+class CreateToken(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str | None = Field(default=None, description="Default: yourself.")
+    ttl_days: int = Field(default=90, ge=1, le=366)
+    label: str = Field(default="", max_length=128)
+
+
+class IssuedTokenView(BaseModel):
+    id: str
+    user_id: str
+    token: str = Field(description="The secret: shown once, never stored by the domain.")
+    expires_at: str
+
+
+# --- datasets ------------------------------------------------------------------------------
+class DatasetView(View):
+    """A dataset version in the catalog: metadata and sizes, never a value."""
+
+    id: str
+    name: str
+    version: int
+    status: Literal["active", "deleted"]
+    kind: str
+    owner_org: str
+    grade: str
+    num_rows: int
+    num_bytes: int
+    content_sha256: str
+    unit_bound_verified: bool
+    created_at: str
+    deleted_at: str | None = None
+    meta: dict[str, Any] = Field(description="The validated META (catalog fields, data items).")
+
+
+class ImportDataset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", description="Table name used in SQL.")
+    source: str = Field(
+        min_length=1,
+        max_length=512,
+        description="File name (CSV, Parquet, Arrow) in $SHUYU_HOME/inbox on the domain host.",
+    )
+    meta: dict[str, Any] = Field(description="The catalog entry (META.yaml as JSON).")
+
+
+# --- jobs ----------------------------------------------------------------------------------
+class SubmitJob(BaseModel):
+    """A job: SQL or Python code run under one authorized scenario."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scenario_id: str = Field(min_length=1, max_length=64, examples=["S-2026-014"])
+    kind: Literal["sql", "python"] = "sql"
+    code: str = Field(min_length=1, max_length=1_000_000, description="The SQL or Python.")
+    output_mode: Literal["dp_aggregate", "sdc_aggregate", "model"] = "dp_aggregate"
+    epsilon: float | None = Field(
+        default=None, gt=0, le=100, description="Privacy budget to spend (dp_aggregate)."
+    )
+    accuracy: float | None = Field(
+        default=None,
+        gt=0,
+        description="Instead of epsilon: the wanted 95% error bound; the gate picks epsilon.",
+    )
+
+
+class JobView(View):
+    id: str
+    scenario_id: str
+    submitter: str
+    kind: str
+    output_mode: str
+    code_sha256: str
+    params: dict[str, Any]
+    state: JobState
+    error_code: str | None = None
+    error_message: str | None = None
+    created_at: str
+    updated_at: str
+
+
+class JobEvent(BaseModel):
+    """One server-sent event of ``/v1/jobs/{job_id}/events``: the job's state changed."""
+
+    job_id: str
+    state: JobState
+    error_code: str | None = None
+    updated_at: str
+    terminal: bool
+
+
+class DryRunReport(View):
+    """What a job would cost and whether it would be allowed, without running it."""
+
+    scenario_id: str
+
+
+class Budget(View):
+    scenario_id: str
+
+
+# --- reviews -------------------------------------------------------------------------------
+class FixView(View):
+    action: str
+    description: str
+    params: dict[str, Any] = {}
+    automatic: bool = False
+
+
+class FindingView(View):
+    check: str
+    severity: Literal["block", "review", "info"]
+    message: str
+    evidence: dict[str, Any] = {}
+    fix: FixView | None = None
+
+
+class ReviewItem(View):
+    job_id: str
+
+
+class ReviewDetail(View):
+    job_id: str
+
+
+class ReviewDecision(View):
+    job_id: str
+
+
+class ReleaseView(View):
+    id: str
+
+
+# --- audit ---------------------------------------------------------------------------------
+class AuditEntryView(BaseModel):
+    seq: int
+    ts: str
+    actor: str
+    action: str
+    target: str
+    result: str
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditVerification(BaseModel):
+    ok: bool
+    entries: int
+    checkpoints: int
+    first_bad_seq: int | None = None
+    reason: str = ""
+
+
+class AuditCheckpoint(BaseModel):
+    seq: int
+    hash: str
+    ts: str
+    signature: str
+    public_key: str

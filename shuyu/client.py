@@ -1,0 +1,308 @@
+"""The Python SDK: call a shuyu server from a script or a notebook.
+
+    from shuyu.client import Client
+
+    with Client("http://127.0.0.1:8750", token) as sy:
+        sql = "SELECT district, COUNT(*) AS n FROM residents GROUP BY district"
+        job = sy.submit_sql("S-2026-014", sql, epsilon=0.5)
+        job = sy.wait(job)                 # until released, or a reviewer's decision
+        table = sy.result(job)             # a pyarrow.Table of the released aggregates
+
+Every method returns a typed model (the same pydantic models the server answers with) or
+an Arrow table. Every error the server answers becomes a :class:`shuyu.errors.RemoteError`
+subclass chosen by the error's kind (``RemoteForbidden``, ``RemoteNotFound``,
+``RemoteExhausted``, ...) carrying the server's ``code``, ``hint``, HTTP ``status`` and
+``request_id``; a server that cannot be reached is ``RemoteUnavailable``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+import httpx
+import pyarrow as pa
+import pyarrow.ipc as ipc
+from pydantic import BaseModel, TypeAdapter
+
+from shuyu.api.schemas import (
+    TERMINAL_STATES,
+    Budget,
+    DryRunReport,
+    JobEvent,
+    JobView,
+    Me,
+    ReleaseView,
+    ReviewDecision,
+    ReviewDetail,
+    ReviewItem,
+)
+from shuyu.errors import REMOTE_ERRORS, RemoteError, RemoteInternal, RemoteUnavailable
+
+__all__ = ["Client", "JobRef"]
+
+M = TypeVar("M", bound=BaseModel)
+JobRef = JobView | str  # a job, or its id
+OutputMode = Literal["dp_aggregate", "sdc_aggregate", "model"]
+
+# States after which a job changes no more without a person acting: wait() returns there.
+_SETTLED_STATES = frozenset(TERMINAL_STATES) | {"pending_review", "approved"}
+
+
+def _job_id(job: JobRef) -> str:
+    return job if isinstance(job, str) else job.id
+
+
+def _error_from(response: httpx.Response) -> RemoteError:
+    """The typed exception for an error response (our JSON shape, or anything else)."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or "code" not in body:
+        body = {
+            "code": f"http.{response.status_code}",
+            "message": f"{response.request.method} {response.request.url.path} answered "
+            f"{response.status_code} {response.reason_phrase}",
+            "kind": "unavailable" if response.status_code >= 502 else "internal",
+        }
+    cls = REMOTE_ERRORS.get(str(body.get("kind", "")), RemoteInternal)
+    exc = cls(
+        str(body.get("message", "")),
+        hint=str(body.get("hint", "")),
+        code=str(body["code"]),
+        details=body.get("details") or None,
+    )
+    exc.status = response.status_code
+    exc.request_id = str(body.get("request_id") or response.headers.get("x-request-id", ""))
+    return exc
+
+
+class Client:
+    """A shuyu server at ``url``, called with one bearer ``token``.
+
+    ``http`` lets a caller pass its own configured ``httpx.Client`` (proxies, CA bundle, or
+    a test client bound to an in-process app); by default one is created and closed with
+    this client. Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout_s: float = 30.0,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._own_http = http is None
+        self._http = http or httpx.Client(timeout=timeout_s)
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+
+    def __repr__(self) -> str:  # never show the token
+        return f"Client({self.url!r})"
+
+    # --- plumbing ------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._own_http:
+            self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _request(
+        self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        try:
+            response = self._http.request(
+                method,
+                self.url + path,
+                json=json_body,
+                params={k: v for k, v in (params or {}).items() if v is not None},
+                headers=self._headers,
+            )
+        except httpx.TransportError as exc:
+            raise RemoteUnavailable(
+                f"cannot reach {self.url}: {type(exc).__name__}",
+                code="client.unreachable",
+                hint="check the URL and that `shuyu serve` is running there",
+            ) from exc
+        if response.is_error:
+            raise _error_from(response)
+        return response
+
+    def _get(self, model: type[M], path: str, **params: Any) -> M:
+        return model.model_validate(self._request("GET", path, params=params).json())
+
+    def _list(self, model: type[M], path: str, **params: Any) -> list[M]:
+        data = self._request("GET", path, params=params).json()
+        return TypeAdapter(list[model]).validate_python(data)  # type: ignore[valid-type]
+
+    def _post(self, model: type[M], path: str, body: Any = None) -> M:
+        return model.model_validate(self._request("POST", path, json_body=body).json())
+
+    # --- who am I ------------------------------------------------------------------------
+    def me(self) -> Me:
+        """The user this token belongs to: id, roles, organisation."""
+        return self._get(Me, "/v1/me")
+
+    # --- operator: jobs ------------------------------------------------------------------
+    def submit_sql(
+        self,
+        scenario: str,
+        sql: str,
+        *,
+        dry_run: bool = False,
+        epsilon: float | None = None,
+        accuracy: float | None = None,
+        output_mode: OutputMode = "dp_aggregate",
+    ) -> JobView | DryRunReport:
+        """Submit a SQL job under ``scenario``; with ``dry_run`` only estimate it.
+
+        A dry run compiles the query, checks the policy and prices it against the budget
+        without running anything or charging the ledger; it returns a :class:`DryRunReport`.
+        """
+        body = {
+            "scenario_id": scenario,
+            "kind": "sql",
+            "code": sql,
+            "output_mode": output_mode,
+            "epsilon": epsilon,
+            "accuracy": accuracy,
+        }
+        if dry_run:
+            return self._post(DryRunReport, "/v1/jobs/dry-run", body)
+        return self._post(JobView, "/v1/jobs", body)
+
+    def submit_python(
+        self,
+        scenario: str,
+        path: str | Path,
+        *,
+        output_mode: OutputMode = "model",
+        epsilon: float | None = None,
+    ) -> JobView:
+        """Submit the Python file at ``path`` as a job under ``scenario``."""
+        code = Path(path).read_text(encoding="utf-8")
+        body = {
+            "scenario_id": scenario,
+            "kind": "python",
+            "code": code,
+            "output_mode": output_mode,
+            "epsilon": epsilon,
+        }
+        return self._post(JobView, "/v1/jobs", body)
+
+    def job(self, job: JobRef) -> JobView:
+        return self._get(JobView, f"/v1/jobs/{_job_id(job)}")
+
+    def jobs(self, scenario: str | None = None) -> list[JobView]:
+        """Jobs you may see (your own, or all for reviewers, auditors and the authority)."""
+        return self._list(JobView, "/v1/jobs", scenario_id=scenario)
+
+    def cancel(self, job: JobRef) -> JobView:
+        return self._post(JobView, f"/v1/jobs/{_job_id(job)}/cancel")
+
+    def events(self, job: JobRef, *, timeout_s: float = 600.0) -> Iterator[JobEvent]:
+        """Stream the job's state changes (server-sent events) until it settles."""
+        url = f"/v1/jobs/{_job_id(job)}/events"
+        try:
+            with self._http.stream(
+                "GET",
+                self.url + url,
+                headers={**self._headers, "Accept": "text/event-stream"},
+                timeout=httpx.Timeout(timeout_s, connect=10.0),
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    raise _error_from(response)
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        yield JobEvent.model_validate(json.loads(line[5:].strip()))
+        except httpx.TransportError as exc:
+            raise RemoteUnavailable(
+                f"lost the event stream from {self.url}: {type(exc).__name__}",
+                code="client.stream_lost",
+                hint="call wait() again; it resumes from the job's current state",
+            ) from exc
+
+    def wait(self, job: JobRef, *, timeout_s: float = 600.0, poll_s: float = 1.0) -> JobView:
+        """Wait until the job settles: released, refused, failed, rejected, or waiting for
+        a reviewer. Streams events; polls if the stream breaks. Raises TimeoutError.
+        """
+        deadline = time.monotonic() + timeout_s
+        job_id = _job_id(job)
+        try:
+            for event in self.events(job_id, timeout_s=timeout_s):
+                if event.state in _SETTLED_STATES:
+                    break
+        except RemoteUnavailable:
+            pass  # fall back to polling below
+        while True:
+            view = self.job(job_id)
+            if view.state in _SETTLED_STATES:
+                return view
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} is still {view.state} after {timeout_s} s")
+            time.sleep(poll_s)
+
+    def result(self, job: JobRef) -> pa.Table:
+        """The released result of ``job`` as an Arrow table (only once released)."""
+        response = self._request(
+            "GET", f"/v1/jobs/{_job_id(job)}/result", params={"format": "arrow"}
+        )
+        return ipc.open_stream(response.content).read_all()
+
+    def budget(self, scenario: str) -> Budget:
+        """The scenario's privacy budget: total, spent, reserved, left."""
+        return self._get(Budget, f"/v1/scenarios/{scenario}/budget")
+
+    # --- reviewer --------------------------------------------------------------------------
+    def reviews(self) -> list[ReviewItem]:
+        """Outputs waiting for review that you may review."""
+        return self._list(ReviewItem, "/v1/reviews")
+
+    def review(self, job: JobRef) -> ReviewDetail:
+        """One output with its job, scenario, purpose, egress report and aggregates."""
+        return self._get(ReviewDetail, f"/v1/reviews/{_job_id(job)}")
+
+    def approve(self, job: JobRef, answers: dict[str, str], reason: str) -> ReviewDecision:
+        """Approve an output, answering the four R1.3 questions (see docs/api.md)."""
+        body = {"answers": answers, "reason": reason}
+        return self._post(ReviewDecision, f"/v1/reviews/{_job_id(job)}/approve", body)
+
+    def reject(
+        self, job: JobRef, reason: str, answers: dict[str, str] | None = None
+    ) -> ReviewDecision:
+        """Reject an output with a reason the operator will read."""
+        body = {"answers": answers or {}, "reason": reason}
+        return self._post(ReviewDecision, f"/v1/reviews/{_job_id(job)}/reject", body)
+
+    # --- releases ------------------------------------------------------------------------
+    def releases(self) -> list[ReleaseView]:
+        return self._list(ReleaseView, "/v1/releases")
+
+    def download_release(
+        self, release_id: str, directory: str | Path, *, fmt: Literal["zip", "tar"] = "zip"
+    ) -> Path:
+        """Save a release (files + signed manifest) as one archive in ``directory``."""
+        response = self._request(
+            "GET", f"/v1/releases/{release_id}/archive", params={"format": fmt}
+        )
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{release_id}.{'zip' if fmt == 'zip' else 'tar'}"
+        path.write_bytes(response.content)
+        return path

@@ -1,0 +1,5 @@
+"""Fixtures of the service tests (API, client, console) live in api_support.py."""
+
+from tests.shuyu.api_support import api
+
+__all__ = ["api"]
