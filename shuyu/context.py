@@ -14,8 +14,13 @@ from sqlalchemy.engine import Engine
 
 from enclave.audit import AuditLog
 from enclave.db import load_all_tables, make_engine, migrate
+from enclave.decisions import AccessService
+from enclave.derived import DerivedTables
 from enclave.errors import KeyMaterialError
+from enclave.identity import IdentityService
 from enclave.keys import KeyService, Kms, LocalFileKms, create_master_key_file
+from enclave.requests import RequestService
+from enclave.scenarios import ScenarioService
 from enclave.signing import Signer, create_key_file
 from enclave.store import DatasetStore
 from shuyu.errors import SettingsError
@@ -62,6 +67,30 @@ class Domain:
     def store(self) -> DatasetStore:
         """Encrypted datasets: import, trusted read, delete (enclave.store)."""
         return DatasetStore(self.engine, self.keys, self.audit, self.settings.store_dir)
+
+    # --- identity and authorization (issue 4): enclave.identity, .scenarios, .requests
+    @cached_property
+    def identity(self) -> IdentityService:
+        """Users, roles, personnel records, tokens; ``authenticate(token) -> User``."""
+        return IdentityService(self.engine, self.audit)
+
+    @cached_property
+    def scenarios(self) -> ScenarioService:
+        """Scenario grants and states; ``.hooks.on_scenario_closed(fn)`` for sandboxes."""
+        return ScenarioService(self.engine, self.audit, self.keys, self.identity)
+
+    @cached_property
+    def requests(self) -> RequestService:
+        return RequestService(self.engine, self.audit, self.identity, self.scenarios)
+
+    @cached_property
+    def access(self) -> AccessService:
+        """``authorize_job(user, scenario, JobAccess) -> Decision``; audits every decision."""
+        return AccessService(self.engine, self.audit, self.identity, self.scenarios)
+
+    @cached_property
+    def derived(self) -> DerivedTables:
+        return DerivedTables(self.audit, self.scenarios)
 
     def close(self) -> None:
         if self._engine is not None:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 13:06:34.674540
+Create Date: 2026-11-22 13:11:27.056162
 """
 from __future__ import annotations
 
@@ -103,11 +103,149 @@ def upgrade() -> None:
     sa.Column('count', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('token_key', 'window_start', name=op.f('pk_rate_windows'))
     )
+    op.create_table('sandbox_images',
+    sa.Column('image_id', sa.String(length=80), nullable=False),
+    sa.Column('content_hash', sa.String(length=64), nullable=False),
+    sa.Column('method', sa.String(length=16), nullable=False),
+    sa.Column('tag', sa.String(length=200), nullable=False),
+    sa.Column('recorded_by', sa.String(length=128), nullable=False),
+    sa.Column('recorded_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('image_id', name=op.f('pk_sandbox_images'))
+    )
+    with op.batch_alter_table('sandbox_images', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_sandbox_images_recorded_at'), ['recorded_at'], unique=False)
+
+    op.create_table('scenarios',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('operator_org', sa.String(length=128), nullable=False),
+    sa.Column('use_class', sa.String(length=16), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('spec', sa.JSON(), nullable=False),
+    sa.Column('policy_hash', sa.String(length=64), nullable=False),
+    sa.Column('valid_from', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('valid_until', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('granted_by', sa.String(length=128), nullable=False),
+    sa.Column('granted_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('state_since', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('state_by', sa.String(length=128), nullable=True),
+    sa.Column('state_reason', sa.Text(), nullable=True),
+    sa.Column('shredded_at', sa.DateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_scenarios'))
+    )
+    with op.batch_alter_table('scenarios', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_scenarios_operator_org'), ['operator_org'], unique=False)
+        batch_op.create_index(batch_op.f('ix_scenarios_state'), ['state'], unique=False)
+
+    op.create_table('users',
+    sa.Column('id', sa.String(length=128), nullable=False),
+    sa.Column('display_name', sa.String(length=200), server_default='', nullable=False),
+    sa.Column('org', sa.String(length=128), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('created_by', sa.String(length=128), nullable=False),
+    sa.Column('disabled_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('disabled_reason', sa.Text(), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_users'))
+    )
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_users_org'), ['org'], unique=False)
+
+    op.create_table('api_tokens',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('user_id', sa.String(length=128), nullable=False),
+    sa.Column('token_sha256', sa.String(length=64), nullable=False),
+    sa.Column('label', sa.String(length=128), server_default='', nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('created_by', sa.String(length=128), nullable=False),
+    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('revoked_by', sa.String(length=128), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_api_tokens_user_id_users')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_api_tokens')),
+    sa.UniqueConstraint('token_sha256', name=op.f('uq_api_tokens_token_sha256'))
+    )
+    with op.batch_alter_table('api_tokens', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_api_tokens_user_id'), ['user_id'], unique=False)
+
+    op.create_table('data_requests',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('scenario_id', sa.String(length=64), nullable=False),
+    sa.Column('dataset', sa.String(length=128), nullable=False),
+    sa.Column('provider_org', sa.String(length=128), nullable=False),
+    sa.Column('requested_by', sa.String(length=128), nullable=False),
+    sa.Column('note', sa.Text(), server_default='', nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('decided_by', sa.String(length=128), nullable=True),
+    sa.Column('decided_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('reason', sa.Text(), nullable=True),
+    sa.ForeignKeyConstraint(['scenario_id'], ['scenarios.id'], name=op.f('fk_data_requests_scenario_id_scenarios')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_data_requests'))
+    )
+    with op.batch_alter_table('data_requests', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_data_requests_provider_org'), ['provider_org'], unique=False)
+        batch_op.create_index(batch_op.f('ix_data_requests_scenario_id'), ['scenario_id'], unique=False)
+
+    op.create_table('fusion_approvals',
+    sa.Column('scenario_id', sa.String(length=64), nullable=False),
+    sa.Column('dataset', sa.String(length=128), nullable=False),
+    sa.Column('approved_by', sa.String(length=128), nullable=False),
+    sa.Column('approved_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.ForeignKeyConstraint(['scenario_id'], ['scenarios.id'], name=op.f('fk_fusion_approvals_scenario_id_scenarios')),
+    sa.PrimaryKeyConstraint('scenario_id', 'dataset', name=op.f('pk_fusion_approvals'))
+    )
+    op.create_table('personnel',
+    sa.Column('user_id', sa.String(length=128), nullable=False),
+    sa.Column('real_name_verified_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('real_name_ref', sa.String(length=128), nullable=True),
+    sa.Column('trained_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('training_ref', sa.String(length=128), nullable=True),
+    sa.Column('agreement_ref', sa.String(length=128), nullable=True),
+    sa.Column('agreement_signed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('agreement_valid_from', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('agreement_valid_until', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('updated_by', sa.String(length=128), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_personnel_user_id_users')),
+    sa.PrimaryKeyConstraint('user_id', name=op.f('pk_personnel'))
+    )
+    op.create_table('user_roles',
+    sa.Column('user_id', sa.String(length=128), nullable=False),
+    sa.Column('role', sa.String(length=16), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_user_roles_user_id_users')),
+    sa.PrimaryKeyConstraint('user_id', 'role', name=op.f('pk_user_roles'))
+    )
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    op.drop_table('user_roles')
+    op.drop_table('personnel')
+    op.drop_table('fusion_approvals')
+    with op.batch_alter_table('data_requests', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_data_requests_scenario_id'))
+        batch_op.drop_index(batch_op.f('ix_data_requests_provider_org'))
+
+    op.drop_table('data_requests')
+    with op.batch_alter_table('api_tokens', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_api_tokens_user_id'))
+
+    op.drop_table('api_tokens')
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_users_org'))
+
+    op.drop_table('users')
+    with op.batch_alter_table('scenarios', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_scenarios_state'))
+        batch_op.drop_index(batch_op.f('ix_scenarios_operator_org'))
+
+    op.drop_table('scenarios')
+    with op.batch_alter_table('sandbox_images', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_sandbox_images_recorded_at'))
+
+    op.drop_table('sandbox_images')
     op.drop_table('rate_windows')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_jobs_state'))
