@@ -27,6 +27,7 @@ the keys its scenario releases.
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
 import hashlib
 import json
@@ -207,6 +208,16 @@ _CSV_ERROR = re.compile(r"CSV column #(\d+)")
 _CSV_ROW = re.compile(r"Row #(\d+)")
 
 
+def _csv_header(path: Path) -> list[str]:
+    """The column names of a CSV file's header row (names only, never a data row)."""
+    with (
+        contextlib.suppress(OSError, UnicodeDecodeError, csv.Error),
+        path.open(encoding="utf-8", newline="") as fh,
+    ):
+        return next(csv.reader(fh), [])
+    return []
+
+
 class _Source:
     """Record batches of a CSV, Parquet or Arrow IPC file, never the whole file at once."""
 
@@ -221,6 +232,13 @@ class _Source:
         self._csv_names: list[str] = []
         try:
             self.schema = self._open()
+        except pa.ArrowInvalid as exc:
+            # CSV conversion starts while opening; the first block may already fail.
+            self.close()
+            if self.format == "csv":
+                self._csv_names = _csv_header(path)
+                raise self._read_error(str(exc)) from None
+            raise _unreadable(path, self.format) from None
         except (pa.ArrowException, OSError):
             self.close()
             raise _unreadable(path, self.format) from None
