@@ -103,7 +103,7 @@ def create_app(domain: Domain, *, runner: Runner | None = None, console: bool = 
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     for router in ROUTERS:
-        app.include_router(router, prefix="/v1", responses=ERROR_RESPONSES)
+        app.include_router(router, responses=ERROR_RESPONSES)
 
     if console:
         from shuyu.console.routes import mount_console

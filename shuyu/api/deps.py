@@ -17,6 +17,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from enclave.identity import IdentityService
+from enclave.requests import RequestService
+from enclave.scenarios import ScenarioService
 from policies.errors import ShuyuError
 from policies.roles import ROLES
 from shuyu.api.ratelimit import check_rate, token_key
@@ -31,7 +33,9 @@ __all__ = [
     "authenticate_token",
     "get_domain",
     "identity",
+    "requests",
     "resolve_caller",
+    "scenarios",
 ]
 
 ANY_ROLE: tuple[str, ...] = tuple(ROLES)
@@ -59,6 +63,14 @@ DomainDep = Annotated[Domain, Depends(get_domain)]
 
 def identity(domain: Domain) -> IdentityService:
     return IdentityService(domain.engine, domain.audit)
+
+
+def scenarios(domain: Domain) -> ScenarioService:
+    return ScenarioService(domain.engine, domain.audit, domain.keys, identity(domain))
+
+
+def requests(domain: Domain) -> RequestService:
+    return RequestService(domain.engine, domain.audit, identity(domain), scenarios(domain))
 
 
 def resolve_caller(domain: Domain, token: str) -> Caller:

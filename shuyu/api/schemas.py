@@ -19,12 +19,16 @@ __all__ = [
     "TERMINAL_STATES",
     "ActivateUser",
     "AddUser",
+    "ApproveFusion",
     "AuditCheckpoint",
     "AuditEntryView",
     "AuditVerification",
     "Budget",
+    "CreateDataRequest",
     "CreateToken",
+    "DataRequestView",
     "DatasetView",
+    "DecideDataRequest",
     "DisableUser",
     "DryRunReport",
     "FindingView",
@@ -36,10 +40,12 @@ __all__ = [
     "JobState",
     "JobView",
     "Me",
+    "Reason",
     "ReleaseView",
     "ReviewDecision",
     "ReviewDetail",
     "ReviewItem",
+    "ScenarioView",
     "SubmitJob",
     "TokenView",
     "UserView",
@@ -153,6 +159,66 @@ class IssuedTokenView(BaseModel):
     user_id: str
     token: str = Field(description="The secret: shown once, never stored by the domain.")
     expires_at: str
+
+
+# --- scenarios -----------------------------------------------------------------------------
+class ScenarioView(View):
+    id: str
+    title: str
+    operator_org: str
+    use_class: str
+    state: str
+    state_since: str | None = None
+    state_reason: str = ""
+    valid_from: str
+    valid_until: str = Field(description="Last day of the term (inclusive).")
+    policy_hash: str
+    granted_by: str
+    granted_at: str
+    fusion_approved: list[str] = []
+    spec: dict[str, Any] = Field(description="The scenario file as granted.")
+
+
+class Reason(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ApproveFusion(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(min_length=1, max_length=128)
+    reason: str = Field(min_length=5, max_length=2000)
+
+
+# --- data requests -------------------------------------------------------------------------
+class DataRequestView(View):
+    id: str
+    scenario_id: str
+    dataset: str
+    provider_org: str
+    requested_by: str
+    note: str
+    state: Literal["pending", "approved", "refused"]
+    created_at: str
+    decided_by: str | None = None
+    decided_at: str | None = None
+    reason: str | None = None
+
+
+class CreateDataRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scenario_id: str = Field(min_length=1, max_length=64)
+    dataset: str = Field(min_length=1, max_length=128)
+    note: str = Field(default="", max_length=2000)
+
+
+class DecideDataRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=2000, description="Required when refusing.")
 
 
 # --- datasets ------------------------------------------------------------------------------

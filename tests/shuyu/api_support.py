@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 
 from enclave.identity import IdentityService, PersonnelSteps
 from shuyu.api import create_app
-from shuyu.context import Domain
+from shuyu.context import Domain, init_domain
+from shuyu.settings import Settings
 
 # user id -> (org, roles); two reviewers because high grades need two.
 USERS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -72,9 +73,26 @@ def add_users(domain: Domain) -> dict[str, str]:
     return {u: ids.create_token(u, ttl_days=30).secret for u in USERS}
 
 
-@pytest.fixture
-def api(domain: Domain) -> Iterator[Api]:
+def open_api(domain: Domain) -> Iterator[Api]:
     tokens = add_users(domain)
     app = create_app(domain)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Api(domain, app, client, tokens)
+
+
+@pytest.fixture
+def api(domain: Domain) -> Iterator[Api]:
+    """A fresh domain with one user per role, and a test client of its app."""
+    yield from open_api(domain)
+
+
+@pytest.fixture(scope="module")
+def shared_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """Like ``api``, shared by a module's tests (for read-mostly tables of checks)."""
+    domain = init_domain(
+        Settings(home=tmp_path_factory.mktemp("shared") / "home", audit_checkpoint_every=50)
+    )
+    try:
+        yield from open_api(domain)
+    finally:
+        domain.close()

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from shuyu.api.routers import audit, datasets, users
+from shuyu.api.routers import audit, datasets, requests, scenarios, users
 
 __all__ = ["ROUTERS"]
 
-ROUTERS: tuple[APIRouter, ...] = (users.router, datasets.router, audit.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    users.router,
+    datasets.router,
+    scenarios.router,
+    requests.router,
+    audit.router,
+)

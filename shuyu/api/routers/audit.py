@@ -14,7 +14,7 @@ from shuyu.api.schemas import AuditCheckpoint, AuditEntryView, AuditVerification
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/audit", tags=["audit"])
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 READERS = allow("auditor", "authority")
 MAX_PAGE = 1000

@@ -22,7 +22,7 @@ from shuyu.context import Domain
 
 __all__ = ["INBOX", "router"]
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 INBOX = "inbox"  # under $SHUYU_HOME
 EVERYONE = allow()

@@ -22,7 +22,7 @@ from shuyu.api.schemas import (
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["users"])
+router = APIRouter(prefix="/v1", tags=["users"])
 
 EVERYONE = allow()
 AUTHORITY = allow("authority")
