@@ -84,7 +84,7 @@ def check_row_storing_classes(model: Any) -> list[ModelFinding]:
             "linear model, or trees with min_samples_leaf at the scenario's minimum cell size",
             metrics={"class": name, "occurrences": len(paths)},
         )
-        for name, paths in sorted(hits.items())
+        for name, paths in hits.items()  # walk order: the outermost estimator first
     ]
 
 
