@@ -40,6 +40,7 @@ _AREAS: tuple[tuple[str, str], ...] = (
     ("release", "release"),
     ("report", "report"),
     ("serve", ""),
+    ("remote", ""),  # login, logout
 )
 
 for _module, _name in _AREAS:
