@@ -16,9 +16,6 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from enclave.identity import IdentityService
-from enclave.requests import RequestService
-from enclave.scenarios import ScenarioService
 from policies.errors import ShuyuError
 from policies.roles import ROLES
 from shuyu.api.ratelimit import check_rate, token_key
@@ -32,10 +29,7 @@ __all__ = [
     "allow",
     "authenticate_token",
     "get_domain",
-    "identity",
-    "requests",
     "resolve_caller",
-    "scenarios",
 ]
 
 ANY_ROLE: tuple[str, ...] = tuple(ROLES)
@@ -61,21 +55,9 @@ def get_domain(request: Request) -> Domain:
 DomainDep = Annotated[Domain, Depends(get_domain)]
 
 
-def identity(domain: Domain) -> IdentityService:
-    return IdentityService(domain.engine, domain.audit)
-
-
-def scenarios(domain: Domain) -> ScenarioService:
-    return ScenarioService(domain.engine, domain.audit, domain.keys, identity(domain))
-
-
-def requests(domain: Domain) -> RequestService:
-    return RequestService(domain.engine, domain.audit, identity(domain), scenarios(domain))
-
-
 def resolve_caller(domain: Domain, token: str) -> Caller:
     """Resolve a token to its user with the identity service (AuthenticationError if not)."""
-    user = identity(domain).authenticate(token)
+    user = domain.identity.authenticate(token)
     return Caller(user_id=user.id, roles=tuple(user.roles), org=user.org, user=user)
 
 

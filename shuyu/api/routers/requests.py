@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, status
 
 from enclave.errors import DataRequestError
-from shuyu.api.deps import Caller, DomainDep, allow, requests
+from shuyu.api.deps import Caller, DomainDep, allow
 from shuyu.api.schemas import CreateDataRequest, DataRequestView, DecideDataRequest
 
 __all__ = ["router"]
@@ -27,7 +27,7 @@ def list_requests(
     state: Annotated[str | None, Query(max_length=16)] = None,
 ) -> Any:
     """Requests you may see: a provider's for its data, an operator's organisation's."""
-    found = requests(domain).list_requests(caller.user_id, scenario_id=scenario_id, state=state)
+    found = domain.requests.list_requests(caller.user_id, scenario_id=scenario_id, state=state)
     return [r.to_dict() for r in found]
 
 
@@ -35,7 +35,7 @@ def list_requests(
 def show_request(
     domain: DomainDep, caller: Annotated[Caller, Depends(READERS)], request_id: str
 ) -> Any:
-    for r in requests(domain).list_requests(caller.user_id):
+    for r in domain.requests.list_requests(caller.user_id):
         if r.id == request_id:
             return r.to_dict()
     raise DataRequestError(
@@ -51,7 +51,7 @@ def create_request(
     domain: DomainDep, caller: Annotated[Caller, Depends(OPERATOR)], body: CreateDataRequest
 ) -> Any:
     """Ask the dataset's provider for a dataset the scenario lists."""
-    created = requests(domain).create(caller.user_id, body.scenario_id, body.dataset, body.note)
+    created = domain.requests.create(caller.user_id, body.scenario_id, body.dataset, body.note)
     return created.to_dict()
 
 
@@ -63,7 +63,7 @@ def approve_request(
     body: DecideDataRequest,
 ) -> Any:
     """The provider approves a request for its own dataset."""
-    return requests(domain).approve(caller.user_id, request_id, body.reason).to_dict()
+    return domain.requests.approve(caller.user_id, request_id, body.reason).to_dict()
 
 
 @router.post("/{request_id}/refuse", response_model=DataRequestView)
@@ -74,4 +74,4 @@ def refuse_request(
     body: DecideDataRequest,
 ) -> Any:
     """The provider refuses, saying why (kept and shown to the operator)."""
-    return requests(domain).refuse(caller.user_id, request_id, body.reason).to_dict()
+    return domain.requests.refuse(caller.user_id, request_id, body.reason).to_dict()

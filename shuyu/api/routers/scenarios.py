@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from enclave.scenarios import ScenarioRecord
 from policies.scenario import Scenario
-from shuyu.api.deps import Caller, DomainDep, allow, scenarios
+from shuyu.api.deps import Caller, DomainDep, allow
 from shuyu.api.schemas import ApproveFusion, Reason, ScenarioView
 
 __all__ = ["router"]
@@ -40,7 +40,7 @@ def list_scenarios(
     operator_org: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Any:
     """Every granted scenario: who is authorized, for what, until when (R6.5)."""
-    records = scenarios(domain).list_scenarios(state=state, operator_org=operator_org)
+    records = domain.scenarios.list_scenarios(state=state, operator_org=operator_org)
     return [view(r) for r in records]
 
 
@@ -49,7 +49,7 @@ def show_scenario(
     domain: DomainDep, _: Annotated[Caller, Depends(EVERYONE)], scenario_id: str
 ) -> Any:
     """One scenario with its full authorization file and policy hash."""
-    return view(scenarios(domain).get(scenario_id))
+    return view(domain.scenarios.get(scenario_id))
 
 
 @router.post("", response_model=ScenarioView, status_code=status.HTTP_201_CREATED)
@@ -57,7 +57,7 @@ def grant_scenario(
     domain: DomainDep, caller: Annotated[Caller, Depends(AUTHORITY)], body: Scenario
 ) -> Any:
     """Grant one scenario (一场景一授权): checked against the catalog and the grades."""
-    return view(scenarios(domain).grant(caller.user_id, body))
+    return view(domain.scenarios.grant(caller.user_id, body))
 
 
 @router.post("/{scenario_id}/suspend", response_model=ScenarioView)
@@ -65,7 +65,7 @@ def suspend_scenario(
     domain: DomainDep, caller: Annotated[Caller, Depends(AUTHORITY)], scenario_id: str, body: Reason
 ) -> Any:
     """Close access at once, running jobs included; everything is kept (R6.2)."""
-    return view(scenarios(domain).suspend(caller.user_id, scenario_id, body.reason))
+    return view(domain.scenarios.suspend(caller.user_id, scenario_id, body.reason))
 
 
 @router.post("/{scenario_id}/resume", response_model=ScenarioView)
@@ -73,7 +73,7 @@ def resume_scenario(
     domain: DomainDep, caller: Annotated[Caller, Depends(AUTHORITY)], scenario_id: str, body: Reason
 ) -> Any:
     """Reopen a suspended scenario after rectification."""
-    return view(scenarios(domain).resume(caller.user_id, scenario_id, body.reason))
+    return view(domain.scenarios.resume(caller.user_id, scenario_id, body.reason))
 
 
 @router.post("/{scenario_id}/revoke", response_model=ScenarioView)
@@ -81,7 +81,7 @@ def revoke_scenario(
     domain: DomainDep, caller: Annotated[Caller, Depends(AUTHORITY)], scenario_id: str, body: Reason
 ) -> Any:
     """End for good: jobs refused, retained data crypto-shredded, logs kept (R6.3)."""
-    return view(scenarios(domain).revoke(caller.user_id, scenario_id, body.reason))
+    return view(domain.scenarios.revoke(caller.user_id, scenario_id, body.reason))
 
 
 @router.post("/{scenario_id}/fusion", response_model=ScenarioView)
@@ -92,7 +92,7 @@ def approve_fusion(
     body: ApproveFusion,
 ) -> Any:
     """Approve fusing an operator-owned dataset with public data in this scenario (R2.6)."""
-    record = scenarios(domain).approve_fusion(
+    record = domain.scenarios.approve_fusion(
         caller.user_id, scenario_id, body.dataset, body.reason
     )
     return view(record)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, status
 
 from enclave.identity import PersonnelSteps, TokenInfo, User
-from shuyu.api.deps import Caller, DomainDep, allow, identity
+from shuyu.api.deps import Caller, DomainDep, allow
 from shuyu.api.schemas import (
     ActivateUser,
     AddUser,
@@ -58,7 +58,7 @@ def list_users(
     org: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Any:
     """Every user (of one organisation), with roles and missing personnel steps."""
-    return [user_view(u) for u in identity(domain).list_users(caller.user_id, org=org)]
+    return [user_view(u) for u in domain.identity.list_users(caller.user_id, org=org)]
 
 
 @router.post("/users", response_model=UserView, status_code=status.HTTP_201_CREATED)
@@ -66,7 +66,7 @@ def add_user(
     domain: DomainDep, caller: Annotated[Caller, Depends(AUTHORITY)], body: AddUser
 ) -> Any:
     """Register a user with roles in an organisation (an operator opens only after R4.1)."""
-    user = identity(domain).add_user(
+    user = domain.identity.add_user(
         caller.user_id, body.id, org=body.org, roles=body.roles, display_name=body.display_name
     )
     return user_view(user)
@@ -81,7 +81,7 @@ def activate_user(
 ) -> Any:
     """Record personnel steps (training, real-name check, agreement) and re-enable."""
     steps = PersonnelSteps(**body.model_dump())
-    return user_view(identity(domain).activate(caller.user_id, user_id, steps))
+    return user_view(domain.identity.activate(caller.user_id, user_id, steps))
 
 
 @router.post("/users/{user_id}/disable", response_model=UserView)
@@ -92,7 +92,7 @@ def disable_user(
     body: DisableUser,
 ) -> Any:
     """Close an account at once; its tokens stop working."""
-    return user_view(identity(domain).disable(caller.user_id, user_id, body.reason))
+    return user_view(domain.identity.disable(caller.user_id, user_id, body.reason))
 
 
 @router.get("/tokens", response_model=list[TokenView])
@@ -102,7 +102,7 @@ def list_tokens(
     user_id: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Any:
     """Your tokens (an authority may name another user); never the secrets."""
-    return [token_view(t) for t in identity(domain).list_tokens(caller.user_id, user_id)]
+    return [token_view(t) for t in domain.identity.list_tokens(caller.user_id, user_id)]
 
 
 @router.post("/tokens", response_model=IssuedTokenView, status_code=status.HTTP_201_CREATED)
@@ -110,7 +110,7 @@ def create_token(
     domain: DomainDep, caller: Annotated[Caller, Depends(EVERYONE)], body: CreateToken
 ) -> Any:
     """A new token for yourself (an authority: for anyone). The secret is shown once."""
-    issued = identity(domain).create_token(
+    issued = domain.identity.create_token(
         caller.user_id, body.user_id, ttl_days=body.ttl_days, label=body.label
     )
     return {
@@ -126,4 +126,4 @@ def revoke_token(
     domain: DomainDep, caller: Annotated[Caller, Depends(EVERYONE)], token_id: str
 ) -> Any:
     """Revoke a token (your own; an authority: any)."""
-    return token_view(identity(domain).revoke_token(caller.user_id, token_id))
+    return token_view(domain.identity.revoke_token(caller.user_id, token_id))
