@@ -36,7 +36,8 @@ metadata = sa.MetaData(
 TABLE_MODULES: tuple[str, ...] = (
     "enclave.tables",  # datasets, data keys, jobs, audit
     "enclave.authz_tables",  # users, tokens, personnel, scenarios, data requests
-    "sandbox.tables",  # images, key-release claims
+    "enclave.key_release",  # key-release claims (emulated attestation)
+    "sandbox.tables",  # sandbox images jobs may run on
     "egress.dp_tables",  # privacy ledger, released DP answers
     "egress.gate_tables",  # egress reports, reviews, releases, product registry, cell history
     "shuyu.tables",  # service state (rate limits, sessions)

@@ -4,14 +4,22 @@ SandboxError
 ├── EngineUnavailable   no Docker engine, or it refused us
 ├── ImageError          the sandbox image is missing or not the recorded digest
 ├── LimitExceeded       memory, pids, time, scratch or output limit hit; the job was killed
-└── JobFailed           the agent returned an error code (never a message with data)
+├── JobFailed           the agent returned an error code (never a message with data)
+└── OutputRejected      what came back is not a valid answer; nothing of it is accepted
 """
 
 from __future__ import annotations
 
 from policies.errors import ErrorKind, ShuyuError
 
-__all__ = ["EngineUnavailable", "ImageError", "JobFailed", "LimitExceeded", "SandboxError"]
+__all__ = [
+    "EngineUnavailable",
+    "ImageError",
+    "JobFailed",
+    "LimitExceeded",
+    "OutputRejected",
+    "SandboxError",
+]
 
 
 class SandboxError(ShuyuError):
@@ -36,4 +44,11 @@ class LimitExceeded(SandboxError):
 
 class JobFailed(SandboxError):
     code = "sandbox.job_failed"
+    kind: ErrorKind = "invalid"
+
+
+class OutputRejected(SandboxError):
+    """What the sandbox wrote is not a valid answer (bad frames, not Arrow, not skops)."""
+
+    code = "sandbox.output_rejected"
     kind: ErrorKind = "invalid"

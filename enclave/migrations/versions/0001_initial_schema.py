@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 13:11:27.056162
+Create Date: 2026-11-22 13:13:44.411637
 """
 from __future__ import annotations
 
@@ -96,6 +96,22 @@ def upgrade() -> None:
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_jobs_scenario_id'), ['scenario_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_jobs_state'), ['state'], unique=False)
+
+    op.create_table('key_releases',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('job_id', sa.String(length=64), nullable=False),
+    sa.Column('image_id', sa.String(length=80), nullable=False),
+    sa.Column('policy_hash', sa.String(length=64), nullable=False),
+    sa.Column('key_ids', sa.JSON(), nullable=False),
+    sa.Column('columns', sa.JSON(), nullable=False),
+    sa.Column('result', sa.String(length=16), nullable=False),
+    sa.Column('reason', sa.String(length=64), nullable=True),
+    sa.Column('actor', sa.String(length=128), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_key_releases'))
+    )
+    with op.batch_alter_table('key_releases', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_key_releases_job_id'), ['job_id'], unique=False)
 
     op.create_table('rate_windows',
     sa.Column('token_key', sa.String(length=64), nullable=False),
@@ -247,6 +263,10 @@ def downgrade() -> None:
 
     op.drop_table('sandbox_images')
     op.drop_table('rate_windows')
+    with op.batch_alter_table('key_releases', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_key_releases_job_id'))
+
+    op.drop_table('key_releases')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_jobs_state'))
         batch_op.drop_index(batch_op.f('ix_jobs_scenario_id'))

@@ -1,0 +1,73 @@
+"""What the host hands a sandbox (a :class:`JobSpec`) and what it accepts back (a
+:class:`JobOutput`)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pyarrow as pa
+
+from sandbox.agent.protocol import PROTOCOL_VERSION
+from sandbox.limits import SandboxLimits
+
+__all__ = ["JobKind", "JobOutput", "JobSpec", "TableGrant"]
+
+JobKind = Literal["sql", "python"]
+
+
+@dataclass(frozen=True)
+class TableGrant:
+    """One table a job may read: a dataset version's folder under the store, and columns."""
+
+    path: str  # "<dataset id>/v<version>", relative to the store (mounted at /data)
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job for a sandbox. ``keys`` are the released data keys; never printed."""
+
+    job_id: str
+    kind: JobKind
+    code: str
+    tables: Mapping[str, TableGrant]
+    keys: Mapping[str, bytes] = field(repr=False)
+    operator: str = ""  # warm sessions are per (operator, scenario)
+    scenario_id: str = ""
+    holdout: Mapping[str, tuple[float, int]] = field(default_factory=dict)  # table -> (frac, seed)
+
+    def job_line(self, limits: SandboxLimits) -> bytearray:
+        """The JSON line the agent reads on stdin (a bytearray, so the caller can zero it)."""
+        body = {
+            "v": PROTOCOL_VERSION,
+            "job_id": self.job_id,
+            "kind": self.kind,
+            "code": self.code,
+            "datasets": {
+                name: {"path": g.path, "columns": list(g.columns)}
+                for name, g in self.tables.items()
+            },
+            "keys": {k: base64.b64encode(v).decode() for k, v in self.keys.items()},
+            "limits": {"memory_bytes": limits.memory_bytes, "threads": limits.threads},
+            "holdout": {n: {"fraction": f, "seed": s} for n, (f, s) in self.holdout.items()},
+        }
+        return bytearray(json.dumps(body).encode() + b"\n")
+
+
+@dataclass(frozen=True)
+class JobOutput:
+    """What a sandbox returned, validated: Arrow tables, numbers, skops models."""
+
+    tables: Mapping[str, pa.Table]
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    models: Mapping[str, bytes] = field(default_factory=dict)
+    output_bytes: int = 0
+
+    @property
+    def result(self) -> pa.Table:
+        """A SQL job's one result table."""
+        return self.tables["result"]
