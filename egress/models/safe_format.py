@@ -62,14 +62,16 @@ def is_pickle(blob: bytes) -> bool:
 
     Protocols 2-5 start with ``0x80 <proto>``; protocols 0-1 start with an opcode such as
     ``(``, ``c``, ``}``, ``]`` and end with ``.`` (STOP); joblib's default dumps are pickles,
-    its compressed ones are zlib/gzip/xz/lz4 streams wrapping a pickle.
+    its compressed ones are zlib/gzip/xz/lzma streams wrapping a pickle.
     """
     head = blob[:2]
     if head[:1] == _PICKLE_PROTO and len(head) == 2 and 2 <= head[1] <= 5:
         return True
     if blob[:1] in (b"(", b"c", b"}", b"]", b"K", b"N", b"I", b"X", b"V") and blob.endswith(b"."):
         return True
-    return blob[:2] in (b"x\x01", b"x\x9c", b"x\xda", b"\x1f\x8b") or blob[:5] == b"\xfd7zXZ"
+    if len(blob) >= 2 and blob[0] == 0x78 and (blob[0] * 256 + blob[1]) % 31 == 0:
+        return True  # a zlib stream (CMF 0x78, valid FCHECK): joblib compress=N
+    return blob[:2] == b"\x1f\x8b" or blob[:5] == b"\xfd7zXZ" or blob[:3] == b"]\x00\x00"
 
 
 def model_sha256(blob: bytes) -> str:
