@@ -40,7 +40,7 @@ __all__ = [
 
 ALLOWED_FROM: dict[str, frozenset[str]] = {
     "authorized": frozenset({"submitted"}),
-    "refused": frozenset({"submitted", "authorized"}),
+    "refused": frozenset({"submitted", "authorized", "gated"}),
     "running": frozenset({"authorized"}),
     "computed": frozenset({"running"}),
     "gated": frozenset({"computed"}),

@@ -39,6 +39,11 @@ ACTIONS_BY_ROLE: dict[str, frozenset[Role]] = {
     "report.supervision": frozenset({"authority", "auditor"}),
     "report.quarterly": frozenset({"authority", "auditor", "operator"}),
     "report.disclosure": frozenset({"authority", "provider", "operator", "reviewer", "auditor"}),
+    # egress review and release (000 §14, 004 §4(4)); receiving a product is recorded (R4.2)
+    "review.read": frozenset({"reviewer", "authority", "auditor"}),
+    "review.decide": frozenset({"reviewer"}),
+    "release.create": frozenset({"reviewer", "authority"}),
+    "release.download": frozenset({"operator", "authority", "reviewer", "auditor"}),
 }
 
 

@@ -12,6 +12,7 @@ from functools import cached_property
 
 from sqlalchemy.engine import Engine
 
+from egress.gate import Gate
 from enclave.audit import AuditLog
 from enclave.db import load_all_tables, make_engine, migrate
 from enclave.decisions import AccessService
@@ -91,6 +92,18 @@ class Domain:
     @cached_property
     def derived(self) -> DerivedTables:
         return DerivedTables(self.audit, self.scenarios)
+
+    @cached_property
+    def gate(self) -> Gate:
+        """The egress gate: reports, held outputs, reviews, releases (egress.gate)."""
+        return Gate(
+            self.engine,
+            self.keys,
+            self.audit,
+            self.signer,
+            self.settings.releases_dir,
+            authorize=self.identity.require,
+        )
 
     def close(self) -> None:
         if self._engine is not None:

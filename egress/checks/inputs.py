@@ -30,6 +30,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from egress.errors import EgressError
+from policies.disclosure import EffectiveDisclosure, effective_disclosure
 from policies.grades import GradePolicy
 from policies.scenario import Disclosure
 
@@ -136,26 +137,30 @@ class Thresholds:
             raise _bad("rounding base must be at least 1", "check the scenario's disclosure block")
 
     @classmethod
+    def from_disclosure(cls, effective: EffectiveDisclosure) -> Thresholds:
+        """The scenario's effective thresholds (``policies.disclosure``).
+
+        A scenario that leaves the p% rule unset still gets it at the default 10 %: the
+        gate applies the rule to every SDC sum, the scenario may only make it stricter.
+        """
+        return cls(
+            min_cell_units=effective.min_cell_size,
+            dominance_n=effective.dominance_n,
+            dominance_k_percent=effective.dominance_k_percent,
+            p_percent=max(cls.p_percent, effective.p_percent or 0.0),
+            rounding_base=effective.rounding_base,
+        )
+
+    @classmethod
     def from_policy(
         cls,
         grades: GradePolicy,
         dataset_grades: Iterable[str],
         disclosure: Disclosure | None = None,
     ) -> Thresholds:
-        """The grade policy's rules for the most sensitive input, tightened by the scenario.
-
-        A scenario may be stricter than its grades, never looser (checked when it is
-        granted); here the stricter of the two wins anyway, so a loose file cannot weaken
-        the gate.
-        """
-        g = grades.get(grades.highest(list(dataset_grades)))
-        d = disclosure or Disclosure()
-        return cls(
-            min_cell_units=max(g.min_cell_size, d.min_cell_size or 0),
-            dominance_n=max(g.dominance_n, d.dominance_n or 0),
-            dominance_k_percent=min(g.dominance_k_percent, d.dominance_k_percent or 100.0),
-            p_percent=max(cls.p_percent, d.p_percent or 0.0),
-            rounding_base=d.rounding_base,
+        """The grades' rules for the most sensitive input, tightened by the scenario's."""
+        return cls.from_disclosure(
+            effective_disclosure(disclosure or Disclosure(), list(dataset_grades), grades)
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 13:13:44.411637
+Create Date: 2026-11-22 13:16:35.820074
 """
 from __future__ import annotations
 
@@ -74,6 +74,107 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('datasets', schema=None) as batch_op:
         batch_op.create_index('ix_datasets_name_status', ['name', 'status'], unique=False)
+
+    op.create_table('egress_cell_history',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('job_id', sa.String(length=64), nullable=False),
+    sa.Column('scenario_id', sa.String(length=64), nullable=False),
+    sa.Column('output_name', sa.String(length=128), nullable=False),
+    sa.Column('datasets', sa.JSON(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('cells', sa.Integer(), nullable=False),
+    sa.Column('key_id', sa.String(length=128), nullable=False),
+    sa.Column('sketch', sa.LargeBinary(), nullable=False),
+    sa.Column('iblt', sa.LargeBinary(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_egress_cell_history'))
+    )
+    with op.batch_alter_table('egress_cell_history', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_egress_cell_history_job_id'), ['job_id'], unique=False)
+
+    op.create_table('egress_cell_history_datasets',
+    sa.Column('history_id', sa.String(length=64), nullable=False),
+    sa.Column('dataset', sa.String(length=128), nullable=False),
+    sa.PrimaryKeyConstraint('history_id', 'dataset', name=op.f('pk_egress_cell_history_datasets'))
+    )
+    with op.batch_alter_table('egress_cell_history_datasets', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_egress_cell_history_datasets_dataset'), ['dataset'], unique=False)
+
+    op.create_table('egress_downloads',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('release_id', sa.String(length=64), nullable=False),
+    sa.Column('user_id', sa.String(length=128), nullable=False),
+    sa.Column('purpose', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_egress_downloads'))
+    )
+    with op.batch_alter_table('egress_downloads', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_egress_downloads_release_id'), ['release_id'], unique=False)
+
+    op.create_table('egress_outputs',
+    sa.Column('job_id', sa.String(length=64), nullable=False),
+    sa.Column('name', sa.String(length=128), nullable=False),
+    sa.Column('spec', sa.JSON(), nullable=False),
+    sa.Column('key_id', sa.String(length=128), nullable=False),
+    sa.Column('blob', sa.LargeBinary(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('job_id', 'name', name=op.f('pk_egress_outputs'))
+    )
+    op.create_table('egress_products',
+    sa.Column('release_id', sa.String(length=64), nullable=False),
+    sa.Column('name', sa.String(length=256), nullable=False),
+    sa.Column('summary', sa.Text(), nullable=False),
+    sa.Column('formats', sa.JSON(), nullable=False),
+    sa.Column('scenario_id', sa.String(length=64), nullable=False),
+    sa.Column('operator_org', sa.String(length=128), nullable=False),
+    sa.Column('sources', sa.JSON(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('registered_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('withdrawn_at', sa.DateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('release_id', name=op.f('pk_egress_products'))
+    )
+    with op.batch_alter_table('egress_products', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_egress_products_scenario_id'), ['scenario_id'], unique=False)
+
+    op.create_table('egress_releases',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('job_id', sa.String(length=64), nullable=False),
+    sa.Column('scenario_id', sa.String(length=64), nullable=False),
+    sa.Column('path', sa.String(length=512), nullable=False),
+    sa.Column('manifest_sha256', sa.String(length=64), nullable=False),
+    sa.Column('signature', sa.String(length=128), nullable=False),
+    sa.Column('public_key', sa.String(length=64), nullable=False),
+    sa.Column('released_by', sa.String(length=128), nullable=False),
+    sa.Column('auto', sa.Boolean(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_egress_releases')),
+    sa.UniqueConstraint('job_id', name=op.f('uq_egress_releases_job_id'))
+    )
+    with op.batch_alter_table('egress_releases', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_egress_releases_scenario_id'), ['scenario_id'], unique=False)
+
+    op.create_table('egress_reports',
+    sa.Column('job_id', sa.String(length=64), nullable=False),
+    sa.Column('verdict', sa.String(length=16), nullable=False),
+    sa.Column('route', sa.String(length=32), nullable=False),
+    sa.Column('report', sa.JSON(), nullable=False),
+    sa.Column('report_sha256', sa.String(length=64), nullable=False),
+    sa.Column('required_reviewers', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('job_id', name=op.f('pk_egress_reports'))
+    )
+    op.create_table('egress_reviews',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('job_id', sa.String(length=64), nullable=False),
+    sa.Column('reviewer', sa.String(length=128), nullable=False),
+    sa.Column('action', sa.String(length=16), nullable=False),
+    sa.Column('answers', sa.JSON(), nullable=True),
+    sa.Column('text', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_egress_reviews'))
+    )
+    with op.batch_alter_table('egress_reviews', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_egress_reviews_job_id'), ['job_id'], unique=False)
 
     op.create_table('jobs',
     sa.Column('id', sa.String(length=64), nullable=False),
@@ -272,6 +373,32 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_jobs_scenario_id'))
 
     op.drop_table('jobs')
+    with op.batch_alter_table('egress_reviews', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_egress_reviews_job_id'))
+
+    op.drop_table('egress_reviews')
+    op.drop_table('egress_reports')
+    with op.batch_alter_table('egress_releases', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_egress_releases_scenario_id'))
+
+    op.drop_table('egress_releases')
+    with op.batch_alter_table('egress_products', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_egress_products_scenario_id'))
+
+    op.drop_table('egress_products')
+    op.drop_table('egress_outputs')
+    with op.batch_alter_table('egress_downloads', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_egress_downloads_release_id'))
+
+    op.drop_table('egress_downloads')
+    with op.batch_alter_table('egress_cell_history_datasets', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_egress_cell_history_datasets_dataset'))
+
+    op.drop_table('egress_cell_history_datasets')
+    with op.batch_alter_table('egress_cell_history', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_egress_cell_history_job_id'))
+
+    op.drop_table('egress_cell_history')
     with op.batch_alter_table('datasets', schema=None) as batch_op:
         batch_op.drop_index('ix_datasets_name_status')
 
