@@ -672,7 +672,11 @@ class DatasetStore:
                 "64 characters (it is the table name in SQL)",
             )
         # Re-validate: a model built in code skips parse_meta, and grades may have changed.
-        meta = parse_meta(meta.to_json(), self.grades, source=f"catalog of {name!r}")
+        try:
+            meta = parse_meta(meta.to_json(), self.grades, source=f"catalog of {name!r}")
+        except CatalogError as exc:
+            self.record_refusal(name, actor, exc)
+            raise
         if not source.is_file():
             raise StoreError(
                 f"source file {source} not found",
@@ -842,6 +846,18 @@ class DatasetStore:
             )
         return self.get(name, int(values["version"]))
 
+    def record_refusal(self, name: str, actor: str, error: CatalogError) -> None:
+        """Audit a catalog refused by policy (core grade, R2.5) as ``denied``; others pass."""
+        if error.code == "enclave.catalog_refused":
+            self.audit.record_now(
+                self.engine,
+                actor=actor,
+                action="dataset.import",
+                target=name,
+                result="denied",
+                details={"code": error.code, "errors": error.details.get("errors", [])},
+            )
+
     @staticmethod
     def _next_version(conn: Connection, name: str) -> int:
         current = conn.execute(
@@ -969,6 +985,7 @@ class DatasetStore:
         audit trail keep pointing at something.
         """
         target = self.get(name, version)  # raises for unknown or already deleted
+        self.sweep(actor=actor)
         q = sa.select(datasets).where(datasets.c.name == name, datasets.c.status == "active")
         if version is not None:
             q = q.where(datasets.c.version == target.version)

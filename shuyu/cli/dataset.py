@@ -20,6 +20,7 @@ from rich.progress import (
 )
 
 from enclave.catalog import catalog_entry, column_entry, load_meta
+from enclave.errors import CatalogError
 from enclave.store import DatasetRecord, ImportProgress
 from shuyu.cli.render import console, print_json, print_table
 from shuyu.context import open_domain
@@ -71,9 +72,13 @@ def import_(
     ] = None,
 ) -> None:
     """Check FILE against its META.yaml and store it encrypted; atomic, never plaintext on disk."""
-    catalog = load_meta(meta)
     domain = open_domain()
     actor = current_actor(as_user)
+    try:
+        catalog = load_meta(meta)
+    except CatalogError as exc:
+        domain.store.record_refusal(name, actor, exc)  # policy refusals are audited
+        raise
     show = progress if progress is not None else file.stat().st_size >= _PROGRESS_MIN_BYTES
     if show:
         with Progress(

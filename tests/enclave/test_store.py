@@ -302,12 +302,16 @@ def test_malformed_empty_missing_and_encrypted_sources(
     assert [r.name for r in store.list_datasets()] == ["residents"]
 
 
-def test_a_catalog_built_in_code_is_still_checked(store: DatasetStore, demo_dir: Path) -> None:
+def test_a_catalog_built_in_code_is_still_checked(
+    domain: Domain, store: DatasetStore, demo_dir: Path
+) -> None:
     good = parse_meta(demo_meta())
     core = good.model_copy(update={"grade": "core"})
     with pytest.raises(CatalogError) as info:
         store.import_dataset(demo_dir / "residents.parquet", name="r", meta=core, actor="a")
     assert info.value.code == "enclave.catalog_refused"
+    (entry,) = _audit(domain, "dataset.import")
+    assert entry["result"] == "denied" and "refused" in entry["errors"][0]
 
 
 def test_an_error_at_commit_undoes_files_and_keys(

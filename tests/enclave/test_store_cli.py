@@ -80,5 +80,8 @@ def test_cli_errors_are_clear(domain: Domain, demo: DemoFiles, tmp_path: Path) -
     assert result.exception is not None and getattr(result.exception, "code", "") == (
         "enclave.catalog_refused"
     )
+    with domain.engine.connect() as conn:
+        (denied,) = [e for e in domain.audit.entries(conn) if e.action == "dataset.import"]
+    assert denied.result == "denied" and denied.details["code"] == "enclave.catalog_refused"
     result = CliRunner().invoke(app, ["dataset", "show", "nothing"])
     assert getattr(result.exception, "code", "") == "enclave.dataset_unknown"
