@@ -24,6 +24,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy.engine import Connection
 
+from egress.checks.findings import SEVERITIES
+from egress.gate_tables import egress_reports
 from enclave.tables import JOB_STATES, jobs
 
 __all__ = ["CONTENT_TYPE", "QUEUED_STATES", "ApiMetrics", "DomainCollector"]
@@ -54,23 +56,55 @@ def _jobs_by_state(conn: Connection) -> Iterator[Metric]:
     )
 
 
+def _gate(conn: Connection) -> Iterator[Metric]:
+    verdicts = GaugeMetricFamily(
+        "shuyu_gate_reports", "Egress reports by verdict.", labels=["verdict"]
+    )
+    for verdict in ("blocked", "needs_review", "clean"):
+        n = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(egress_reports)
+            .where(egress_reports.c.verdict == verdict)
+        ).scalar_one()
+        verdicts.add_metric([verdict], int(n))
+    yield verdicts
+    # Findings by severity, summed from each report's counts (no values in a report).
+    totals = dict.fromkeys(SEVERITIES, 0)
+    for (report,) in conn.execute(sa.select(egress_reports.c.report)):
+        for severity, n in dict(report.get("counts") or {}).items():
+            if severity in totals:
+                totals[severity] += int(n)
+    findings = GaugeMetricFamily(
+        "shuyu_gate_findings", "Findings in all egress reports, by severity.", labels=["severity"]
+    )
+    for severity, n in totals.items():
+        findings.add_metric([severity], n)
+    yield findings
+
+
 class DomainCollector:
     """Reads the domain's state at scrape time; a database error yields no domain metrics."""
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         self._connect = connect
-        self._probes: list[Probe] = [_jobs_by_state]
+        self._probes: list[Probe] = [_jobs_by_state, _gate]
 
     def add_probe(self, probe: Probe) -> None:
         self._probes.append(probe)
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("shuyu_database_up", "1 when the metadata database answered.")
+        families: list[Metric] = []
         try:
             with self._connect() as conn:
-                families = [m for probe in self._probes for m in probe(conn)]
-        except Exception:  # a scrape must not fail because one probe did
-            log.exception("metrics probe failed")
+                for probe in self._probes:
+                    try:
+                        families.extend(probe(conn))
+                    except Exception:  # one broken probe must not hide the others
+                        log.exception("metrics probe %s failed", probe.__name__)
+                        conn.rollback()
+        except Exception:
+            log.exception("metrics: the database did not answer")
             up.add_metric([], 0)
             yield up
             return
