@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -278,31 +278,48 @@ class Client:
         """One output with its job, scenario, purpose, egress report and aggregates."""
         return self._get(ReviewDetail, f"/v1/reviews/{_job_id(job)}")
 
-    def approve(self, job: JobRef, answers: dict[str, str], reason: str) -> ReviewDecision:
-        """Approve an output, answering the four R1.3 questions (see docs/api.md)."""
-        body = {"answers": answers, "reason": reason}
+    def approve(self, job: JobRef, answers: Mapping[str, bool], reason: str = "") -> ReviewDecision:
+        """Approve an output. ``answers`` holds the four R1.3 questions, each ``False``
+        (no risk): ``beyond_scope``, ``direct_exposure``, ``model_attack``, ``other_risk``.
+        """
+        body = {"answers": dict(answers), "reason": reason}
         return self._post(ReviewDecision, f"/v1/reviews/{_job_id(job)}/approve", body)
 
-    def reject(
-        self, job: JobRef, reason: str, answers: dict[str, str] | None = None
-    ) -> ReviewDecision:
-        """Reject an output with a reason the operator will read."""
-        body = {"answers": answers or {}, "reason": reason}
+    def reject(self, job: JobRef, answers: Mapping[str, bool], reason: str) -> ReviewDecision:
+        """Reject an output for good, with a reason the operator will read."""
+        body = {"answers": dict(answers), "reason": reason}
         return self._post(ReviewDecision, f"/v1/reviews/{_job_id(job)}/reject", body)
+
+    def send_back(self, job: JobRef, reason: str) -> ReviewDecision:
+        """Reject asking for changes; the operator fixes the job and submits it again."""
+        return self._post(
+            ReviewDecision, f"/v1/reviews/{_job_id(job)}/send-back", {"reason": reason}
+        )
 
     # --- releases ------------------------------------------------------------------------
     def releases(self) -> list[ReleaseView]:
         return self._list(ReleaseView, "/v1/releases")
 
     def download_release(
-        self, release_id: str, directory: str | Path, *, fmt: Literal["zip", "tar"] = "zip"
+        self,
+        release_id: str,
+        directory: str | Path,
+        *,
+        fmt: Literal["zip", "tar"] = "zip",
+        purpose: str = "",
     ) -> Path:
-        """Save a release (files + signed manifest) as one archive in ``directory``."""
+        """Save a release (data, report, signed manifest) as one archive in ``directory``.
+
+        The server records that you received it, and ``purpose`` if given (R4.2). Verify
+        the unpacked folder offline with ``shuyu release verify``.
+        """
         response = self._request(
-            "GET", f"/v1/releases/{release_id}/archive", params={"format": fmt}
+            "GET",
+            f"/v1/releases/{release_id}/archive",
+            params={"format": fmt, "purpose": purpose or None},
         )
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        path = out / f"{release_id}.{'zip' if fmt == 'zip' else 'tar'}"
+        path = out / f"{release_id}.{'zip' if fmt == 'zip' else 'tar.gz'}"
         path.write_bytes(response.content)
         return path

@@ -24,15 +24,15 @@ __all__ = [
     "AuditEntryView",
     "AuditVerification",
     "Budget",
+    "CommentBody",
     "CreateDataRequest",
     "CreateToken",
     "DataRequestView",
     "DatasetView",
     "DecideDataRequest",
+    "Decision",
     "DisableUser",
     "DryRunReport",
-    "FindingView",
-    "FixView",
     "Health",
     "ImportDataset",
     "IssuedTokenView",
@@ -40,12 +40,18 @@ __all__ = [
     "JobState",
     "JobView",
     "Me",
+    "OutputPreview",
+    "ProductView",
     "Reason",
     "ReleaseView",
+    "ReviewAnswersBody",
     "ReviewDecision",
     "ReviewDetail",
     "ReviewItem",
+    "ReviewRecord",
     "ScenarioView",
+    "SendBack",
+    "SignedManifest",
     "SubmitJob",
     "TokenView",
     "UserView",
@@ -309,35 +315,117 @@ class Budget(View):
 
 
 # --- reviews -------------------------------------------------------------------------------
-class FixView(View):
-    action: str
-    description: str
-    params: dict[str, Any] = {}
-    automatic: bool = False
-
-
-class FindingView(View):
-    check: str
-    severity: Literal["block", "review", "info"]
-    message: str
-    evidence: dict[str, Any] = {}
-    fix: FixView | None = None
-
-
 class ReviewItem(View):
     job_id: str
+    scenario_id: str
+    submitter: str
+    output_mode: str
+    verdict: Literal["blocked", "needs_review", "clean"] | None = None
+    approvals: int
+    required: int
+    own_job: bool = Field(description="You submitted it, so you may not review it.")
+    approved_by_you: bool
+    waiting_since: str
+
+
+class ReviewAnswersBody(BaseModel):
+    """The four questions of R1.3; ``true`` means "yes, there is this risk"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    beyond_scope: bool = Field(description="(a) Beyond the authorized purpose or scope?")
+    direct_exposure: bool = Field(description="(b) Direct exposure of raw/sensitive data?")
+    model_attack: bool = Field(description="(c) Privacy attacks on models or algorithms?")
+    other_risk: bool = Field(description="(d) Any other data-security risk?")
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    answers: ReviewAnswersBody
+    reason: str = Field(default="", max_length=4000, description="Required to reject.")
+
+
+class SendBack(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=4000)
+
+
+class CommentBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=4000)
+
+
+class OutputPreview(View):
+    name: str
+    mode: str
+    measures: dict[str, str]
+    columns: list[str]
+    rows: list[list[Any]] = Field(description="The first rows of the held aggregates.")
+    total_rows: int
+
+
+class ReviewRecord(View):
+    reviewer: str
+    action: str
+    answers: dict[str, bool] | None = None
+    text: str
+    at: str
 
 
 class ReviewDetail(View):
     job_id: str
+    job: dict[str, Any] = Field(description="The job, with its SQL or code.")
+    scenario: dict[str, Any] | None = Field(description="Id, title, purpose, datasets.")
+    report: dict[str, Any] | None = Field(description="The egress report (no values).")
+    required_reviewers: int
+    approvals: list[str]
+    reviews: list[ReviewRecord]
+    questions: dict[str, str]
+    outputs: list[OutputPreview]
 
 
 class ReviewDecision(View):
     job_id: str
+    state: str
+    approvals: int
+    required: int
+    release_id: str | None = None
 
 
 class ReleaseView(View):
     id: str
+    job_id: str
+    scenario_id: str
+    manifest_sha256: str
+    public_key: str
+    released_by: str
+    auto: bool = Field(description="True when a clean DP output skipped review by policy.")
+    created_at: str
+    product: dict[str, Any] | None = Field(
+        default=None, description="Its product registry entry (R5.5)."
+    )
+
+
+class SignedManifest(BaseModel):
+    manifest: dict[str, Any] = Field(description="manifest.json: sources, checks, files.")
+    signature: str = Field(description="Ed25519 over manifest.json's exact bytes, hex.")
+    public_key: str
+
+
+class ProductView(View):
+    release_id: str
+    name: str
+    summary: str
+    formats: list[str]
+    scenario_id: str
+    operator_org: str
+    sources: list[dict[str, Any]] = Field(description="Datasets, versions, providers, dates.")
+    status: Literal["registered", "withdrawn"]
+    registered_at: str | None = None
+    withdrawn_at: str | None = None
 
 
 # --- audit ---------------------------------------------------------------------------------

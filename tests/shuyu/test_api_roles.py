@@ -19,6 +19,7 @@ ALL = frozenset(ROLES)
 A = frozenset({"authority"})
 READ_AUDIT = frozenset({"authority", "auditor"})
 REQUEST_READERS = frozenset({"authority", "provider", "operator", "auditor"})
+REVIEW_READERS = frozenset({"reviewer", "authority", "auditor"})
 
 # (method, path) -> roles allowed past the route gate.
 TABLE: dict[tuple[str, str], frozenset[str]] = {
@@ -46,6 +47,19 @@ TABLE: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/requests"): frozenset({"operator"}),
     ("POST", "/v1/requests/{request_id}/approve"): frozenset({"provider"}),
     ("POST", "/v1/requests/{request_id}/refuse"): frozenset({"provider"}),
+    ("GET", "/v1/reviews"): REVIEW_READERS,
+    ("GET", "/v1/reviews/{job_id}"): REVIEW_READERS,
+    ("POST", "/v1/reviews/{job_id}/approve"): frozenset({"reviewer"}),
+    ("POST", "/v1/reviews/{job_id}/reject"): frozenset({"reviewer"}),
+    ("POST", "/v1/reviews/{job_id}/send-back"): frozenset({"reviewer"}),
+    ("POST", "/v1/reviews/{job_id}/comments"): REVIEW_READERS,
+    ("GET", "/v1/releases"): ALL,
+    ("GET", "/v1/releases/{release_id}"): ALL,
+    ("GET", "/v1/releases/{release_id}/manifest"): ALL,
+    ("GET", "/v1/releases/{release_id}/archive"): ALL - {"provider"},
+    ("GET", "/v1/products"): ALL,
+    ("GET", "/v1/products/{release_id}"): ALL,
+    ("POST", "/v1/products/{release_id}/withdraw"): A,
     ("GET", "/v1/audit/entries"): READ_AUDIT,
     ("GET", "/v1/audit/export"): READ_AUDIT,
     ("GET", "/v1/audit/verify"): READ_AUDIT,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from shuyu.api.routers import audit, datasets, requests, scenarios, users
+from shuyu.api.routers import audit, datasets, releases, requests, reviews, scenarios, users
 
 __all__ = ["ROUTERS"]
 
@@ -13,5 +13,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     datasets.router,
     scenarios.router,
     requests.router,
+    reviews.router,
+    releases.releases_router,
+    releases.products_router,
     audit.router,
 )
