@@ -99,3 +99,126 @@ COUNT = Measure("n", "count")
 SUM_INCOME = Measure("total_income", "sum", "income")
 MEAN_INCOME = Measure("mean_income", "mean", "income")
 DEFAULT = Thresholds()
+
+
+# --- database fixtures for the gate, review and release tests ------------------------------
+
+AUTHORITY, OPERATOR, REVIEWER_A, REVIEWER_B, AUDITOR = "boss", "op", "rev-a", "rev-b", "aud"
+
+
+def add_people(domain: Any) -> None:
+    """An authority, an operator, two reviewers and an auditor."""
+    ident = domain.identity
+    ident.add_user(None, AUTHORITY, org="GOV-1", roles=["authority"])
+    ident.add_user(AUTHORITY, OPERATOR, org="ORG-OP-1", roles=["operator"])
+    ident.add_user(AUTHORITY, REVIEWER_A, org="GOV-1", roles=["reviewer"])
+    ident.add_user(AUTHORITY, REVIEWER_B, org="GOV-1", roles=["reviewer"])
+    ident.add_user(AUTHORITY, AUDITOR, org="GOV-1", roles=["auditor"])
+
+
+def add_dataset(domain: Any, name: str = "people", grade: str = "L3") -> str:
+    """A catalog row (no files): enough for grades, versions and provenance."""
+    from datetime import UTC, datetime
+
+    from enclave.tables import datasets
+
+    ds_id = f"ds_{name}"
+    meta = {
+        "name": name,
+        "summary": "synthetic people",
+        "grade": grade,
+        "privacy_unit": "person_id",
+        "provider": {"name": "Civil Affairs Bureau", "code": "GOV-CA-01"},
+        "time_coverage": {"start": "2025-01-01", "end": "2025-12-31"},
+        "columns": [
+            {"name": c.name, "type": c.type, "role": c.role, "grade": c.grade}
+            for c in CATALOG["people"].columns
+        ],
+    }
+    with domain.engine.begin() as conn:
+        conn.execute(
+            datasets.insert().values(
+                id=ds_id,
+                name=name,
+                version=1,
+                status="active",
+                kind="public",
+                owner_org="GOV-CA-01",
+                grade=grade,
+                meta=meta,
+                path=f"{ds_id}/v1",
+                num_rows=0,
+                num_bytes=0,
+                content_sha256="0" * 64,
+                created_at=datetime(2026, 3, 1, tzinfo=UTC),
+            )
+        )
+    return ds_id
+
+
+def add_scenario(domain: Any, scenario_id: str = "S-2026-001", **disclosure: Any) -> str:
+    from datetime import UTC, datetime
+
+    from enclave.authz_tables import scenarios
+    from policies.scenario import Scenario, policy_hash
+
+    sc = Scenario.model_validate(
+        {
+            "id": scenario_id,
+            "title": "District income statistics",
+            "operator_org": "ORG-OP-1",
+            "purpose": "Publish income statistics by district for social-assistance planning.",
+            "use_class": "public_welfare",
+            "datasets": {"people": {"columns": ["district", "age", "sex", "income"]}},
+            "job_kinds": ["sql"],
+            "output_modes": ["sdc_aggregate", "dp_aggregate"],
+            "privacy_budget": {"epsilon": 1.0, "delta": 0.0, "per_job_epsilon": 1.0},
+            "disclosure": disclosure,
+            "validity": {"start": "2026-01-01", "end": "2027-12-31"},
+        }
+    )
+    now = datetime.now(UTC)
+    with domain.engine.begin() as conn:
+        conn.execute(
+            scenarios.insert().values(
+                id=scenario_id,
+                operator_org=sc.operator_org,
+                use_class=sc.use_class,
+                state="active",
+                spec=sc.model_dump(mode="json"),
+                policy_hash=policy_hash(sc),
+                valid_from=now,
+                valid_until=now,
+                granted_by=AUTHORITY,
+                granted_at=now,
+            )
+        )
+    return scenario_id
+
+
+def computed_job(
+    domain: Any,
+    *,
+    scenario_id: str = "S-2026-001",
+    submitter: str = OPERATOR,
+    output_mode: str = "sdc_aggregate",
+    code: str = "SELECT district, count(*) AS n FROM people GROUP BY district",
+    params: dict[str, Any] | None = None,
+) -> str:
+    """A job moved through the orchestrator's states up to ``computed``."""
+    from enclave.jobstore import create_job, transition
+
+    with domain.engine.begin() as conn:
+        job = create_job(
+            conn,
+            domain.audit,
+            scenario_id=scenario_id,
+            submitter=submitter,
+            kind="sql",
+            output_mode=output_mode,
+            code=code,
+            params=params or {"datasets": ["people"]},
+        )
+        for state in ("authorized", "running", "computed"):
+            transition(conn, domain.audit, job.id, state, actor="system")
+    return job.id
