@@ -65,11 +65,20 @@ class ModelCheckReport:
         }
 
 
-def model_metrics(model: Any, train: ModelData, holdout: ModelData) -> dict[str, float]:
-    """Aggregate quality numbers for the card (each over the whole set; no row values)."""
+def model_metrics(
+    model: Any, train: ModelData, holdout: ModelData, *, max_rows: int = 20_000, seed: int = 0
+) -> dict[str, float]:
+    """Aggregate quality numbers for the card, over up to ``max_rows`` rows of each side
+    (a seeded sample: predicting a big forest on every training row costs more than it tells).
+    """
     out: dict[str, float] = {}
     if train.target is None or not len(holdout):
         return out
+    rng = np.random.default_rng(seed)
+    if len(train) > max_rows:
+        train = train.take(np.sort(rng.choice(len(train), max_rows, replace=False)))
+    if len(holdout) > max_rows:
+        holdout = holdout.take(np.sort(rng.choice(len(holdout), max_rows, replace=False)))
     try:
         if is_classifier(model):
             out["accuracy"] = float(accuracy_score(holdout.target, model.predict(holdout.features)))
@@ -155,7 +164,7 @@ def check_loaded_model(
         training_rows=n_train,
         holdout_rows=len(holdout),
         features=train.n_features,
-        metrics=model_metrics(model, train, holdout),
+        metrics=model_metrics(model, train, holdout, seed=thresholds.seed),
         findings=findings,
         verdict=verdict,
         dp_epsilon=dp.epsilon if dp else None,

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
@@ -54,29 +55,37 @@ _MAX_EVIDENCE_PATHS = 5
 def _identifier_sets(
     identifiers: Mapping[str, Iterable[object]], min_number: float
 ) -> dict[str, tuple[set[str], np.ndarray[Any, np.dtype[np.float64]]]]:
+    """Per column: the identifier strings, and the numbers worth searching (vectorised:
+    identifier columns are as long as the training set)."""
     out: dict[str, tuple[set[str], np.ndarray[Any, np.dtype[np.float64]]]] = {}
     for column, values in identifiers.items():
-        strings: set[str] = set()
-        numbers: list[float] = []
-        for value in values:
-            if value is None or isinstance(value, bool):
-                continue
-            if isinstance(value, int | float | np.integer | np.floating):
-                if not np.isfinite(value):
-                    continue
-                if isinstance(value, int | np.integer) or float(value).is_integer():
-                    strings.add(str(int(value)))
-                if abs(float(value)) >= min_number:
-                    numbers.append(float(value))
-                continue
-            text = str(value)
-            if not text:
-                continue
-            strings.add(text)
-            if text.isdigit() and float(text) >= min_number:
-                numbers.append(float(text))
-        out[column] = (strings, np.unique(np.asarray(numbers, dtype=np.float64)))
+        series = pd.Series(list(values), dtype=object).dropna()
+        series = series[~series.map(lambda v: isinstance(v, bool))]
+        numeric = pd.to_numeric(series, errors="coerce").astype(np.float64)
+        finite = np.isfinite(numeric.to_numpy())
+        is_number = series.map(lambda v: isinstance(v, int | float | np.integer | np.floating))
+        # integral numbers also match as text ("1234" hidden in a string)
+        integral = is_number & finite & (numeric.fillna(0.5) % 1 == 0)
+        texts = series[~is_number].astype(str)
+        strings = set(texts[texts != ""]) | {str(int(v)) for v in numeric[integral]}
+        digits = texts.str.fullmatch(r"[0-9]+") if len(texts) else texts.astype(bool)
+        candidates = numeric[(is_number & finite) | digits.reindex(series.index, fill_value=False)]
+        numbers = candidates[np.abs(candidates) >= min_number].to_numpy(dtype=np.float64)
+        out[column] = (strings, np.unique(numbers))
     return out
+
+
+def _members(
+    values: np.ndarray[Any, Any], sorted_set: np.ndarray[Any, Any]
+) -> np.ndarray[Any, Any]:
+    """``np.isin(values, sorted_set)`` for a set sorted once: isin would re-sort it per call,
+    and a forest has thousands of arrays."""
+    if sorted_set.size == 0 or values.size == 0:
+        return np.zeros(values.shape, dtype=bool)
+    index = np.searchsorted(sorted_set, values)
+    index[index == sorted_set.size] = 0
+    hit: np.ndarray[Any, Any] = sorted_set[index] == values
+    return hit
 
 
 def _string_hits(text: str, ids: set[str], lengths: set[int]) -> bool:
@@ -113,7 +122,7 @@ def check_identifiers(
                 found = int(_string_hits(leaf.value, strings, lengths))
             elif numbers.size:
                 flat = leaf.value.astype(np.float64, copy=False).ravel()
-                found = int(np.count_nonzero(np.isin(flat, numbers)))
+                found = int(np.count_nonzero(_members(flat, numbers)))
             else:
                 found = 0
             if found:
@@ -158,7 +167,7 @@ def _distinctive_rows(rows: np.ndarray[Any, np.dtype[np.float64]]) -> np.ndarray
     rows32 = rows.astype(np.float32)
     finite = np.isfinite(rows32).all(axis=1)
     trivial = np.isin(rows32, np.asarray([-1.0, 0.0, 1.0], dtype=np.float32)).all(axis=1)
-    return np.unique(rows32[finite & ~trivial], axis=0)
+    return np.ascontiguousarray(rows32[finite & ~trivial])  # duplicates collapse in the hash map
 
 
 def check_training_rows(
@@ -188,6 +197,7 @@ def check_training_rows(
     wanted_bits = np.ascontiguousarray(wanted).view(np.uint32)
     wanted_hash = (wanted_bits.astype(np.uint64) * _HASH_WEIGHTS[:width]).sum(axis=1)
     by_hash = dict(zip(wanted_hash.tolist(), range(len(wanted)), strict=True))
+    sorted_hashes = np.unique(wanted_hash)
     all_leaves = leaves if leaves is not None else list(iter_leaves(model))
     hits = 0
     paths: list[str] = []
@@ -203,7 +213,7 @@ def check_training_rows(
                 continue
             flat32 = np.ascontiguousarray(flat, dtype=np.float32)
             hashes = _window_hashes(flat32.view(np.uint32), width)
-            candidates = np.flatnonzero(np.isin(hashes, wanted_hash))
+            candidates = np.flatnonzero(_members(hashes, sorted_hashes))
             found = 0
             for start in candidates.tolist():
                 row = wanted[by_hash[int(hashes[start])]]

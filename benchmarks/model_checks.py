@@ -1,0 +1,166 @@
+"""Benchmark: the full model check set next to the training it checks, in the same run.
+
+Trains a logistic regression and a random forest on demo resident rows
+(``shuyu.synthetic``), times training, then times ``check_model`` (safe load, structure,
+capacity, DP, identifier and training-row scans, trusted refit, both membership attacks,
+card). Goal: checks take no longer than 3x training. Writes the ``## model_checks`` section
+of ``benchmarks/RESULTS.md`` (other sections are left as they are).
+
+    .venv/bin/python benchmarks/model_checks.py            # 100,000 training rows
+    .venv/bin/python benchmarks/model_checks.py --rows 20000 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import sklearn
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from egress.models import ModelData, ModelThresholds, check_model, dump_model
+from shuyu.synthetic import DISTRICTS, demo_batches
+
+FEATURES = ["age", "income_10k", "benefit_amount_1k", "visits", "male", "district_code"]
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "## model_checks"
+
+
+def demo_frame(rows: int, seed: int = 11) -> pd.DataFrame:
+    frame = pa.Table.from_batches(list(demo_batches(rows, seed=seed))).to_pandas()
+    rng = np.random.default_rng(seed)
+    frame["male"] = (frame["sex"] == "男").astype(np.int64)
+    frame["income_10k"] = frame["income"] / 10_000
+    frame["benefit_amount_1k"] = frame["benefit_amount"] / 1_000
+    codes = {name: i for i, (_, name) in enumerate(DISTRICTS)}
+    frame["district_code"] = frame["district"].map(codes).astype(np.int64)
+    score = -frame["income"] / 20_000 + frame["age"] / 40 + rng.normal(0, 1.0, len(frame))
+    frame["needs_help"] = (score > np.median(score)).astype(np.int64)
+    return frame
+
+
+def bench(
+    name: str, model: Any, train: ModelData, holdout: ModelData, ids: dict[str, Any]
+) -> dict[str, Any]:
+    start = time.perf_counter()
+    model.fit(train.features, train.target)
+    train_s = time.perf_counter() - start
+    start = time.perf_counter()
+    blob = dump_model(model)
+    dump_s = time.perf_counter() - start
+    start = time.perf_counter()
+    report = check_model(blob, train, holdout, ids, ModelThresholds())
+    check_s = time.perf_counter() - start
+    worst = max(report.membership, key=lambda r: r.advantage)
+    row = {
+        "model": name,
+        "train_s": train_s,
+        "dump_s": dump_s,
+        "check_s": check_s,
+        "ratio": check_s / train_s,
+        "bytes": len(blob),
+        "verdict": report.verdict,
+        "blocks": ", ".join(f.check for f in report.blocking) or "-",
+        "advantage": worst.advantage,
+        "auc": worst.auc,
+        "timings": dict(report.timings_s),
+    }
+    print(
+        f"{name}: train {train_s:.2f}s, checks {check_s:.2f}s ({check_s / train_s:.2f}x), "
+        f"dump {dump_s:.2f}s, {len(blob)} bytes, verdict {report.verdict} "
+        f"[{row['blocks']}], advantage {worst.advantage:.3f}, per check {row['timings']}"
+    )
+    return row
+
+
+def render(rows: list[dict[str, Any]], n_train: int, n_holdout: int, command: str) -> str:
+    lines = [
+        SECTION,
+        "",
+        f"`{command}` — {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
+        f"{os.cpu_count()} cores (shared), Python {platform.python_version()}, "
+        f"scikit-learn {sklearn.__version__}. Demo resident rows (`shuyu.synthetic`): "
+        f"{n_train:,} training, {n_holdout:,} holdout, {len(FEATURES)} features. "
+        "Check time = `check_model` (safe load, structure, capacity, DP, identifier and "
+        "training-row scans, trusted refit, loss-threshold and shadow-model attacks on "
+        "5,000 + 5,000 rows, card). Goal: checks ≤ 3× training.",
+        "",
+        "| model | train s | checks s | checks / train | skops dump s | model bytes | verdict "
+        "| blocking findings | best attack advantage (AUC) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['train_s']:.2f} | {r['check_s']:.2f} | {r['ratio']:.2f}× "
+            f"| {r['dump_s']:.2f} | {r['bytes']:,} | {r['verdict']} | {r['blocks']} "
+            f"| {r['advantage']:.3f} ({r['auc']:.3f}) |"
+        )
+    lines += ["", "Seconds per check:", ""]
+    for r in rows:
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in r["timings"].items())
+        lines.append(f"- {r['model']}: {parts}")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(text: str) -> None:
+    """Replace (or append) only the ``## model_checks`` section of RESULTS.md."""
+    old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.M | re.S)
+    new = pattern.sub(text + "\n", old) if pattern.search(old) else old.rstrip() + "\n\n" + text
+    RESULTS.write_text(new.rstrip() + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000, help="training rows")
+    parser.add_argument("--trees", type=int, default=100, help="random forest trees")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+    n_holdout = args.rows // 4
+    frame = demo_frame(args.rows + n_holdout)
+    train_frame, holdout_frame = frame.iloc[: args.rows], frame.iloc[args.rows :]
+    train = ModelData.from_table(train_frame, target="needs_help", features=FEATURES)
+    holdout = ModelData.from_table(holdout_frame, target="needs_help", features=FEATURES)
+    ids = {"id_number": train_frame["id_number"].tolist(), "name": train_frame["name"].tolist()}
+    rows = [
+        bench(
+            "logistic regression (scaler + lbfgs)",
+            make_pipeline(StandardScaler(), LogisticRegression(C=1.0)),
+            train,
+            holdout,
+            ids,
+        ),
+        bench(
+            f"random forest ({args.trees} trees, min_samples_leaf=10)",
+            RandomForestClassifier(
+                n_estimators=args.trees, min_samples_leaf=10, random_state=0, n_jobs=1
+            ),
+            train,
+            holdout,
+            ids,
+        ),
+    ]
+    command = (
+        "python benchmarks/model_checks.py"
+        + (f" --rows {args.rows}" if args.rows != 100_000 else "")
+        + (f" --trees {args.trees}" if args.trees != 100 else "")
+    )
+    text = render(rows, len(train), len(holdout), command)
+    print(text)
+    if not args.no_write:
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()
