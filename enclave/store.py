@@ -35,7 +35,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +66,7 @@ __all__ = [
     "ImportProgress",
     "SourceFormat",
     "SweepReport",
+    "WrittenVersion",
     "arrow_type",
     "detect_format",
 ]
@@ -132,6 +133,16 @@ class DatasetRecord:
     unit_bound_verified: bool
     created_at: datetime
     deleted_at: datetime | None
+
+
+@dataclass(frozen=True)
+class WrittenVersion:
+    """What :meth:`DatasetStore.write_version` wrote: the ``datasets`` row's file fields."""
+
+    path: str  # "<dataset_id>/v<version>", relative to the store folder
+    num_rows: int
+    num_bytes: int
+    content_sha256: str
 
 
 @dataclass(frozen=True)
@@ -686,16 +697,12 @@ class DatasetStore:
             )
         self.sweep(actor=actor)
         dataset_id = f"ds_{uuid.uuid4().hex}"
-        ds_dir = self.store_dir / dataset_id
-        self.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with _flock(self.store_dir / _STORE_LOCK):
-            ds_dir.mkdir(mode=0o700)
-            lock_fd = os.open(ds_dir / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
         try:
-            record = self._import_locked(source, name, meta, actor, dataset_id, ds_dir, progress)
+            with self.reserve(dataset_id):
+                return self._import_reserved(source, name, meta, actor, dataset_id, progress)
         except BaseException as exc:
-            self._undo(dataset_id, ds_dir)
+            with contextlib.suppress(Exception), self.engine.begin() as conn:
+                self._delete_orphan_keys(conn, [dataset_id])
             with contextlib.suppress(Exception):
                 self.audit.record_now(
                     self.engine,
@@ -709,50 +716,125 @@ class DatasetStore:
                     },
                 )
             raise
+
+    @contextlib.contextmanager
+    def reserve(self, dataset_id: str) -> Iterator[Path]:
+        """Create ``<store>/<dataset_id>/`` and hold its lock for the block.
+
+        The sweep skips a locked folder, so files may sit there before their ``datasets``
+        row commits. Commit the row *inside* the block. If the block raises, the folder is
+        removed (key rows are the caller's: roll back or delete them).
+        """
+        ds_dir = self.store_dir / dataset_id
+        self.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with _flock(self.store_dir / _STORE_LOCK):
+            ds_dir.mkdir(mode=0o700)
+            lock_fd = os.open(ds_dir / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        try:
+            yield ds_dir
+        except BaseException:
+            shutil.rmtree(ds_dir, ignore_errors=True)  # our lock fd stays valid until closed
+            raise
         finally:
             with contextlib.suppress(OSError):
                 (ds_dir / _LOCK).unlink()
             os.close(lock_fd)
-        return record
 
-    def _import_locked(
+    def write_version(
+        self,
+        dataset_id: str,
+        version: int,
+        meta: DatasetMeta,
+        keys: Mapping[str, bytes],
+        batches: Iterable[pa.RecordBatch],
+    ) -> WrittenVersion:
+        """Encrypt ``batches`` into ``<dataset_id>/v<version>/``; call inside :meth:`reserve`.
+
+        Writes into a temp folder and renames it, so the version folder is either complete
+        or absent. ``keys`` are the unwrapped data keys ``<dataset_id>.<grade>`` of every
+        column grade plus ``<dataset_id>.footer``. Batches are cast to the catalog's types.
+        Used by imports and by derived tables (enclave.derived).
+        """
+        ds_dir = self.store_dir / dataset_id
+        groups = meta.columns_by_grade()
+        schema = _schema(meta)
+        tmp = ds_dir / f".tmp-{uuid.uuid4().hex}"
+        tmp.mkdir(mode=0o700)
+        writer = _EncryptedWriter(
+            tmp,
+            schema,
+            lambda: encryption_properties(dataset_id, keys, groups),
+            self.row_group_rows,
+            self.row_groups_per_file,
+            self.compression,
+        )
+        rows = 0
+        try:
+            for batch in batches:
+                if not batch.schema.equals(schema):
+                    batch = pa.Table.from_batches([batch]).select(schema.names).cast(schema)
+                    for b in batch.to_batches():
+                        writer.write(b)
+                else:
+                    writer.write(batch)
+                rows += batch.num_rows
+            writer.finish()
+        except BaseException:
+            writer.abort()
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        parts, content_sha256 = _hash_parts(tmp, writer.parts)
+        manifest = {
+            "format": "shuyu-store/1",
+            "dataset_id": dataset_id,
+            "version": version,
+            "num_rows": rows,
+            "content_sha256": content_sha256,
+            "parts": parts,
+        }
+        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        _fsync(tmp / _MANIFEST)
+        os.replace(tmp, ds_dir / f"v{version}")
+        _fsync(ds_dir)
+        return WrittenVersion(
+            path=f"{dataset_id}/v{version}",
+            num_rows=rows,
+            num_bytes=sum(int(p["bytes"]) for p in parts),
+            content_sha256=content_sha256,
+        )
+
+    def _import_reserved(
         self,
         source_path: Path,
         name: str,
         meta: DatasetMeta,
         actor: str,
         dataset_id: str,
-        ds_dir: Path,
         progress: Callable[[ImportProgress], None] | None,
     ) -> DatasetRecord:
         groups = meta.columns_by_grade()
+        # Keys commit on their own so no transaction stays open for the whole write; a
+        # kill leaves them without a dataset row, and the sweep removes them.
         with self.engine.begin() as conn:
             key_ids = [self.keys.create(conn, dataset_id, g) for g in sorted(groups)]
             key_ids.append(self.keys.create(conn, dataset_id, FOOTER))
         with self.engine.connect() as conn:
             keys = self.keys.get_many(conn, key_ids)
+            version = self._next_version(conn, name)
 
-        tmp = ds_dir / f".tmp-{uuid.uuid4().hex}"
-        tmp.mkdir(mode=0o700)
         source = _Source(source_path, meta)
-        writer = _EncryptedWriter(
-            tmp,
-            _schema(meta),
-            lambda: encryption_properties(dataset_id, keys, groups),
-            self.row_group_rows,
-            self.row_groups_per_file,
-            self.compression,
-        )
-        try:
+        units = _UnitCounter(meta.privacy_unit) if meta.privacy_unit else None
+
+        def checked() -> Iterator[pa.RecordBatch]:
             checker = _Checker(meta, source.schema, source_path.name)
-            units = _UnitCounter(meta.privacy_unit) if meta.privacy_unit else None
             rows = 0
             for raw in source.batches():
                 batch = checker.check(raw, rows)
                 if units is not None:
                     units.add(batch)
-                writer.write(batch)
                 rows += batch.num_rows
+                yield batch
                 if progress is not None:
                     progress(ImportProgress(rows, source.bytes_read, source.bytes_total))
             problems = checker.problems()
@@ -767,39 +849,17 @@ class DatasetStore:
                 )
             if progress is not None:
                 progress(ImportProgress(rows, source.bytes_total, source.bytes_total, "finishing"))
-            writer.finish()
-            max_unit_rows = units.max_rows() if units is not None else None
-        except BaseException:
-            writer.abort()
-            raise
+
+        try:
+            written = self.write_version(dataset_id, version, meta, keys, checked())
         finally:
             source.close()
-
-        parts, content_sha256 = _hash_parts(tmp, writer.parts)
-        num_bytes = sum(int(p["bytes"]) for p in parts)
+        max_unit_rows = units.max_rows() if units is not None else None
         unit_ok = (
             max_unit_rows is not None
             and meta.max_rows_per_unit is not None
             and max_unit_rows <= meta.max_rows_per_unit
         )
-        with self.engine.connect() as conn:
-            version = self._next_version(conn, name)
-        manifest = {
-            "format": "shuyu-store/1",
-            "dataset_id": dataset_id,
-            "name": name,
-            "version": version,
-            "num_rows": rows,
-            "content_sha256": content_sha256,
-            "parts": parts,
-        }
-        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        _fsync(tmp / _MANIFEST)
-        final = ds_dir / f"v{version}"
-        os.replace(tmp, final)
-        _fsync(ds_dir)
-
-        now = datetime.now(UTC)
         values: dict[str, Any] = {
             "id": dataset_id,
             "name": name,
@@ -809,21 +869,23 @@ class DatasetStore:
             "owner_org": meta.provider.code,
             "grade": meta.effective_grade,
             "meta": meta.to_json(),
-            "path": f"{dataset_id}/v{version}",
-            "num_rows": rows,
-            "num_bytes": num_bytes,
-            "content_sha256": content_sha256,
+            "path": written.path,
+            "num_rows": written.num_rows,
+            "num_bytes": written.num_bytes,
+            "content_sha256": written.content_sha256,
             "unit_bound_verified": unit_ok,
-            "created_at": now,
+            "created_at": datetime.now(UTC),
         }
+        ds_dir = self.store_dir / dataset_id
         with self.engine.begin() as conn:
             self._lock_name(conn, name)
             actual = self._next_version(conn, name)
             if actual != version:  # another import of this name committed meanwhile
-                renamed = ds_dir / f"v{actual}"
-                os.replace(final, renamed)
+                os.replace(ds_dir / f"v{version}", ds_dir / f"v{actual}")
+                manifest_path = ds_dir / f"v{actual}" / _MANIFEST
+                manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
                 manifest["version"] = actual
-                (renamed / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+                manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
                 values.update(version=actual, path=f"{dataset_id}/v{actual}")
             conn.execute(datasets.insert().values(**values))
             self.audit.record(
@@ -835,9 +897,9 @@ class DatasetStore:
                     "dataset_id": dataset_id,
                     "version": values["version"],
                     "grade": meta.effective_grade,
-                    "num_rows": rows,
-                    "num_bytes": num_bytes,
-                    "content_sha256": content_sha256,
+                    "num_rows": written.num_rows,
+                    "num_bytes": written.num_bytes,
+                    "content_sha256": written.content_sha256,
                     "source_format": source.format,
                     "source_file": source_path.name,
                     "key_ids": key_ids,
@@ -872,18 +934,6 @@ class DatasetStore:
             conn.execute(
                 sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"dataset:{name}"}
             )
-
-    def _undo(self, dataset_id: str, ds_dir: Path) -> None:
-        """Remove everything an unfinished import made: its folder and its key rows."""
-        for child in list(ds_dir.iterdir()) if ds_dir.exists() else []:
-            if child.name != _LOCK:
-                shutil.rmtree(child, ignore_errors=True)
-        with contextlib.suppress(Exception), self.engine.begin() as conn:
-            self._delete_orphan_keys(conn, [dataset_id])
-        with contextlib.suppress(OSError):
-            (ds_dir / _LOCK).unlink()
-        with contextlib.suppress(OSError):
-            ds_dir.rmdir()
 
     @staticmethod
     def _delete_orphan_keys(conn: Connection, dataset_ids: Sequence[str]) -> int:

@@ -514,3 +514,52 @@ def test_meta_copy_is_stored_with_the_dataset(store: DatasetStore, demo_dir: Pat
         demo_dir / "residents.parquet", name="residents", meta=parse_meta(raw), actor="a"
     )
     assert store.get("residents").meta.summary == "changed" == rec.meta.summary
+
+
+# --- the two-step write other writers use (derived tables) -------------------------------------
+
+
+def test_reserve_and_write_version_for_other_writers(domain: Domain, store: DatasetStore) -> None:
+    meta = _tiny_meta()
+    ds_id = "ds_derivedtest"
+    table = pa.table(
+        {
+            "sex": ["男", "女", "女"],
+            "age": pa.array([30, 40, 50], pa.int32()),  # cast to the catalog's int64
+            "pid": [1, 2, 3],
+        }
+    )
+    with store.reserve(ds_id):
+        with domain.engine.begin() as conn:
+            ids = [domain.keys.create(conn, ds_id, g) for g in ("L2", "L3", "footer")]
+        with domain.engine.connect() as conn:
+            keys = domain.keys.get_many(conn, ids)
+        written = store.write_version(ds_id, 1, meta, keys, table.to_batches())
+        assert store.sweep().empty  # the folder is locked: nothing of it is swept
+        with domain.engine.begin() as conn:
+            conn.execute(
+                datasets.insert().values(
+                    id=ds_id,
+                    name="derived_t",
+                    version=1,
+                    status="active",
+                    kind="derived",
+                    owner_org="x",
+                    grade="L3",
+                    meta=meta.to_json(),
+                    path=written.path,
+                    num_rows=written.num_rows,
+                    num_bytes=written.num_bytes,
+                    content_sha256=written.content_sha256,
+                    created_at=datetime.now(UTC),
+                )
+            )
+    assert written.path == f"{ds_id}/v1" and written.num_rows == 3
+    back = store.open_dataset_for_trusted_read("derived_t")
+    assert back.column("age").type == pa.int64() and back.column("pid").to_pylist() == [1, 2, 3]
+    store.verify_files("derived_t")
+
+    with pytest.raises(RuntimeError), store.reserve("ds_failed"):
+        (domain.settings.store_dir / "ds_failed" / "junk").write_bytes(b"x")
+        raise RuntimeError("job failed")
+    assert not (domain.settings.store_dir / "ds_failed").exists()
