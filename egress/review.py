@@ -29,6 +29,8 @@ privacy budget is not consulted: it was charged when the answer was computed.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -96,16 +98,21 @@ class ReviewOutcome:
     release: Release | None = None
 
 
-def _deny(gate: Gate, actor: str, action: str, job_id: str, exc: ShuyuError) -> ShuyuError:
-    gate.audit.record_now(
-        gate.engine,
-        actor=actor,
-        action=f"review.{action}",
-        target=job_id,
-        result="denied",
-        details={"code": exc.code, "reason": exc.message},
-    )
-    return exc
+@contextmanager
+def _refusals(gate: Gate, actor: str, action: str, job_id: str) -> Iterator[None]:
+    """Audit a refused action in its own transaction, after the action's has rolled back."""
+    try:
+        yield
+    except ShuyuError as exc:
+        gate.audit.record_now(
+            gate.engine,
+            actor=actor,
+            action=f"review.{action}",
+            target=job_id,
+            result="denied",
+            details={"code": exc.code, "reason": exc.message},
+        )
+        raise
 
 
 def _required(conn: Connection, job_id: str) -> int:
@@ -194,12 +201,9 @@ def review_queue(gate: Gate, actor: str) -> list[dict[str, Any]]:
 
 def show(gate: Gate, job_id: str, actor: str) -> dict[str, Any]:
     """Everything a reviewer looks at for one job; the viewing itself is audited."""
-    with gate.engine.begin() as conn:
+    with _refusals(gate, actor, "show", job_id), gate.engine.begin() as conn:
         job = get_job(conn, job_id)
-        try:
-            _guard(gate, conn, job, actor, decide=False)
-        except ShuyuError as exc:
-            raise _deny(gate, actor, "show", job_id, exc) from exc
+        _guard(gate, conn, job, actor, decide=False)
         scenario = gate.scenario(conn, job.scenario_id)
         stored = gate.stored_report(conn, job_id)
         outputs = (
@@ -251,12 +255,9 @@ def comment(gate: Gate, job_id: str, actor: str, text: str) -> str:
     """Leave a note on a job under review (no state change)."""
     if not text.strip():
         raise ReviewError("a comment needs text", code="egress.review_text", kind="invalid")
-    with gate.engine.begin() as conn:
+    with _refusals(gate, actor, "comment", job_id), gate.engine.begin() as conn:
         job = get_job(conn, job_id)
-        try:
-            _guard(gate, conn, job, actor, decide=False)
-        except ShuyuError as exc:
-            raise _deny(gate, actor, "comment", job_id, exc) from exc
+        _guard(gate, conn, job, actor, decide=False)
         rid = _insert(conn, job_id, actor, "comment", text.strip(), None)
         gate.audit.record(
             conn, actor=actor, action="review.comment", target=job_id, details={"review": rid}
@@ -268,29 +269,26 @@ def approve(
     gate: Gate, job_id: str, actor: str, answers: ReviewAnswers, reason: str = ""
 ) -> ReviewOutcome:
     """Approve; the last required approval moves the job to approved and releases it."""
-    with gate.engine.begin() as conn:
+    with _refusals(gate, actor, "approve", job_id), gate.engine.begin() as conn:
         job = get_job(conn, job_id)
-        try:
-            _guard(gate, conn, job, actor, decide=True)
-            if answers.any_risk:
-                flagged = [k for k, v in answers.to_dict().items() if v]
-                raise ReviewError(
-                    f"the answers flag a risk ({', '.join(flagged)}); an output with a risk "
-                    "cannot be approved",
-                    code="egress.review_risk",
-                    kind="invalid",
-                    hint="reject it, or send it back for changes",
-                )
-            approvers = _approvers(conn, job_id)
-            if actor in approvers:
-                raise ReviewError(
-                    f"{actor} has already approved job {job_id}",
-                    code="egress.review_twice",
-                    kind="conflict",
-                    hint="a different reviewer must give the next approval",
-                )
-        except ShuyuError as exc:
-            raise _deny(gate, actor, "approve", job_id, exc) from exc
+        _guard(gate, conn, job, actor, decide=True)
+        if answers.any_risk:
+            flagged = [k for k, v in answers.to_dict().items() if v]
+            raise ReviewError(
+                f"the answers flag a risk ({', '.join(flagged)}); an output with a risk "
+                "cannot be approved",
+                code="egress.review_risk",
+                kind="invalid",
+                hint="reject it, or send it back for changes",
+            )
+        approvers = _approvers(conn, job_id)
+        if actor in approvers:
+            raise ReviewError(
+                f"{actor} has already approved job {job_id}",
+                code="egress.review_twice",
+                kind="conflict",
+                hint="a different reviewer must give the next approval",
+            )
         rid = _insert(conn, job_id, actor, "approve", reason.strip(), answers)
         approvals = len(approvers) + 1
         required = _required(conn, job_id)
@@ -335,12 +333,9 @@ def _close(
             kind="invalid",
             hint="say what is wrong, so the operator can fix it",
         )
-    with gate.engine.begin() as conn:
+    with _refusals(gate, actor, action, job_id), gate.engine.begin() as conn:
         job = get_job(conn, job_id)
-        try:
-            _guard(gate, conn, job, actor, decide=True)
-        except ShuyuError as exc:
-            raise _deny(gate, actor, action, job_id, exc) from exc
+        _guard(gate, conn, job, actor, decide=True)
         rid = _insert(conn, job_id, actor, action, reason.strip(), answers)
         approvals = len(_approvers(conn, job_id))
         required = _required(conn, job_id)

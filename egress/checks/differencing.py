@@ -81,7 +81,7 @@ class DifferencingIndex:
         sk = CellSketches.concat([e.sketches for e in earlier])
         counts = np.array([len(e.sketches) for e in earlier], dtype=np.int64)
         self.entry = np.repeat(np.arange(len(earlier), dtype=np.int64), counts)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        starts = (np.cumsum(counts) - counts).astype(np.int64)
         self.row = np.arange(len(sk), dtype=np.int64) - np.repeat(starts, counts)
         self.sketches = sk
         # identical cells (same size and fingerprint) are indexed once
