@@ -126,7 +126,8 @@ def _table(
             f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
             f"{os.cpu_count()} CPUs, Python {platform.python_version()}: "
             f"{rows:,} synthetic rows, Parquet source of {source_bytes / 1024**2:,.1f} MiB "
-            f"(generated in {gen_s:.1f} s).",
+            f"(generated in {gen_s:.1f} s); load average {os.getloadavg()[0]:.1f} at the end "
+            "(the machine is shared: both sides ran under the same load).",
             "",
             "Command: `.venv/bin/python benchmarks/import_throughput.py"
             + (f" --rows {rows}`" if rows != 10_000_000 else "`"),
