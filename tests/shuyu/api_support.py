@@ -96,3 +96,30 @@ def shared_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         yield from open_api(domain)
     finally:
         domain.close()
+
+
+def pending_review_job(api: Api, *, grade: str = "L3", scenario_id: str = "S-2026-001") -> str:
+    """A job of op.wang whose district counts wait for review (built through the gate)."""
+    from egress.report import build_report
+    from tests.egress.gate_factories import (
+        COUNT,
+        DEFAULT,
+        add_dataset,
+        add_scenario,
+        aggregate,
+        computed_job,
+        people,
+        source_conn,
+    )
+
+    domain = api.domain
+    if domain.scenarios.find(scenario_id) is None:
+        add_dataset(domain, grade=grade)
+        add_scenario(domain, scenario_id)
+    job_id = computed_job(domain, scenario_id=scenario_id, submitter="op.wang")
+    output = aggregate(source_conn(people(400)), ["district"], [COUNT])
+    # check() would also compare with earlier releases; the first job has none.
+    report = build_report(job_id, [output], DEFAULT)
+    result = domain.gate.submit(job_id, [output], report)
+    assert result.route == "pending_review", result
+    return job_id
