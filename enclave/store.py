@@ -255,7 +255,11 @@ class _Source:
             raise _unreadable(path, self.format) from None
 
     def _open(self) -> pa.Schema:
-        types = {c.name: arrow_type(c) for c in self._meta.columns}
+        # CSV timestamps without a zone are read as they are and stored as UTC.
+        types = {
+            c.name: pa.timestamp("us") if c.type == "timestamp" else arrow_type(c)
+            for c in self._meta.columns
+        }
         if self.format == "csv":
             self._file = pa.OSFile(str(self.path), "rb")
             self._csv = pacsv.open_csv(

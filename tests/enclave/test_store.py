@@ -563,3 +563,37 @@ def test_reserve_and_write_version_for_other_writers(domain: Domain, store: Data
         (domain.settings.store_dir / "ds_failed" / "junk").write_bytes(b"x")
         raise RuntimeError("job failed")
     assert not (domain.settings.store_dir / "ds_failed").exists()
+
+
+def test_every_column_type_converts_from_csv(store: DatasetStore, tmp_path: Path) -> None:
+    raw = {
+        **{k: v for k, v in demo_meta().items() if k != "columns"},
+        "grade": "L2",
+        "privacy_unit": None,
+        "max_rows_per_unit": None,
+        "columns": [
+            {"name": "n", "type": "int", "role": "attribute", "bounds": [0, 10]},
+            {"name": "x", "type": "float", "role": "attribute", "bounds": [-1, 1]},
+            {"name": "s", "type": "string", "role": "attribute"},
+            {"name": "d", "type": "date", "role": "attribute"},
+            {"name": "t", "type": "timestamp", "role": "attribute"},
+            {"name": "b", "type": "bool", "role": "attribute", "domain": [True, False]},
+        ],
+    }
+    src = _csv(
+        tmp_path / "types.csv",
+        "n,x,s,d,t,b",
+        "1,0.5,a,2025-01-02,2025-01-02T03:04:05,true",
+        "2,-0.25,,2025-12-31,2025-12-31 23:59:59,false",
+    )
+    store.import_dataset(src, name="types", meta=parse_meta(raw), actor="a")
+    t = store.open_dataset_for_trusted_read("types")
+    assert [str(f.type) for f in t.schema] == [
+        "int64",
+        "double",
+        "string",
+        "date32[day]",
+        "timestamp[us, tz=UTC]",
+        "bool",
+    ]
+    assert t.column("b").to_pylist() == [True, False] and t.column("s").to_pylist() == ["a", ""]
