@@ -29,7 +29,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
@@ -52,26 +53,60 @@ _MIN_ROW_VALUES = 3
 _MAX_EVIDENCE_PATHS = 5
 
 
+def _mixed_identifier_set(
+    values: Iterable[object], min_number: float
+) -> tuple[set[str], list[float]]:
+    """The slow path, value by value, for columns that mix strings and numbers."""
+    strings: set[str] = set()
+    numbers: list[float] = []
+    for value in values:
+        if value is None or isinstance(value, bool):
+            continue
+        if isinstance(value, int | float | np.integer | np.floating):
+            if not np.isfinite(value):
+                continue
+            if float(value).is_integer():
+                strings.add(str(int(value)))
+            if abs(float(value)) >= min_number:
+                numbers.append(float(value))
+            continue
+        text = str(value)
+        if text:
+            strings.add(text)
+        if text.isdigit() and float(text) >= min_number:
+            numbers.append(float(text))
+    return strings, numbers
+
+
 def _identifier_sets(
     identifiers: Mapping[str, Iterable[object]], min_number: float
 ) -> dict[str, tuple[set[str], np.ndarray[Any, np.dtype[np.float64]]]]:
-    """Per column: the identifier strings, and the numbers worth searching (vectorised:
-    identifier columns are as long as the training set)."""
+    """Per column: the identifier strings, and the numbers worth searching.
+
+    Identifier columns are as long as the training set, so a column of one type (all
+    strings, or all numbers) goes through Arrow's vectorised kernels.
+    """
     out: dict[str, tuple[set[str], np.ndarray[Any, np.dtype[np.float64]]]] = {}
     for column, values in identifiers.items():
-        series = pd.Series(list(values), dtype=object).dropna()
-        series = series[~series.map(lambda v: isinstance(v, bool))]
-        numeric = pd.to_numeric(series, errors="coerce").astype(np.float64)
-        finite = np.isfinite(numeric.to_numpy())
-        is_number = series.map(lambda v: isinstance(v, int | float | np.integer | np.floating))
-        # integral numbers also match as text ("1234" hidden in a string)
-        integral = is_number & finite & (numeric.fillna(0.5) % 1 == 0)
-        texts = series[~is_number].astype(str)
-        strings = set(texts[texts != ""]) | {str(int(v)) for v in numeric[integral]}
-        digits = texts.str.fullmatch(r"[0-9]+") if len(texts) else texts.astype(bool)
-        candidates = numeric[(is_number & finite) | digits.reindex(series.index, fill_value=False)]
-        numbers = candidates[np.abs(candidates) >= min_number].to_numpy(dtype=np.float64)
-        out[column] = (strings, np.unique(numbers))
+        try:
+            array = pa.array(values if isinstance(values, pa.Array) else list(values))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            strings, numbers = _mixed_identifier_set(values, min_number)
+            out[column] = (strings, np.unique(np.asarray(numbers, dtype=np.float64)))
+            continue
+        array = array.drop_null()
+        if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+            strings = set(array.to_pylist()) - {""}
+            digits = array.filter(pc.match_substring_regex(array, r"^[0-9]+$"))
+            found = np.asarray(digits.to_numpy(zero_copy_only=False), dtype=np.float64)
+        elif pa.types.is_integer(array.type) or pa.types.is_floating(array.type):
+            found = array.to_numpy(zero_copy_only=False).astype(np.float64)
+            found = found[np.isfinite(found)]
+            strings = {str(int(v)) for v in found[found % 1 == 0]}
+        else:  # booleans, dates, binary: compare as text
+            strings = {str(v) for v in array.to_pylist()} - {""}
+            found = np.empty(0, dtype=np.float64)
+        out[column] = (strings, np.unique(found[np.abs(found) >= min_number]))
     return out
 
 
