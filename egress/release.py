@@ -42,7 +42,7 @@ import sqlalchemy as sa
 
 from egress.errors import ReleaseError
 from egress.gate_tables import egress_releases, egress_reviews
-from egress.registry import register_product
+from egress.registry import record_download, register_product, release_path
 from enclave.jobstore import get_job, transition
 from enclave.scenarios import dataset_rows
 from enclave.signing import verify_signature
@@ -58,6 +58,7 @@ __all__ = [
     "SIGNATURE",
     "Release",
     "ReleaseVerification",
+    "download_release",
     "release_job",
     "verify_release",
 ]
@@ -424,3 +425,20 @@ def verify_release(path: Path, public_key: str | None = None) -> ReleaseVerifica
             if rel not in listed and rel not in _UNLISTED:
                 result.problems.append(f"{rel} is not listed in the manifest")
     return result
+
+
+def download_release(
+    gate: Gate, release_id: str, user: str, dest: Path, *, purpose: str = ""
+) -> Path:
+    """Hand a released product to ``user``: record who received it (R4.2), copy the folder.
+
+    The record and its audit entry commit before the copy is made, so no copy exists
+    without a record of who took it.
+    """
+    with gate.engine.begin() as conn:
+        gate.check_actor(conn, user, "release.download")
+        record_download(conn, release_id, user, purpose=purpose, audit=gate.audit)
+        src = Path(release_path(conn, release_id))
+    target = dest / release_id
+    shutil.copytree(src, target)
+    return target
