@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.base import is_classifier, is_regressor
 from sklearn.metrics import accuracy_score, mean_absolute_error, r2_score, roc_auc_score
 
+from egress.checks import Finding
 from egress.models.capacity import check_capacity, count_parameters
 from egress.models.card import ModelCard
 from egress.models.data import ModelData
@@ -53,6 +54,10 @@ class ModelCheckReport:
     @property
     def blocking(self) -> tuple[ModelFinding, ...]:
         return tuple(f for f in self.findings if f.severity == "block")
+
+    def egress_findings(self) -> list[Finding]:
+        """The findings in the egress report's shape, for ``build_report(precomputed=...)``."""
+        return [f.to_finding() for f in self.findings]
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -423,6 +423,7 @@ def check_refit(
             f"relative difference {worst:.3g} at {where}: {reason}",
             fix=fix,
             metrics=metrics,
+            fix_params={"random_state": thresholds.seed} if unseeded else {},
         )
     )
     return findings, seconds

@@ -148,6 +148,7 @@ def check_leaf_sizes(model: Any, min_cell_size: int) -> list[ModelFinding]:
             f"rest on fewer than {min_cell_size} training rows (smallest: {smallest})",
             fix=f"train with min_samples_leaf={min_cell_size} (the scenario's minimum cell size)",
             metrics=metrics,
+            fix_params={"min_samples_leaf": min_cell_size},
         )
     ]
 

@@ -255,3 +255,13 @@ def test_bad_inputs_get_a_clear_error() -> None:
     assert err.value.code == "egress.model_check" and "5" in err.value.message
     with pytest.raises(ModelCheckError):
         ModelData.from_table(residents(), target="no_such_column")
+
+
+def test_findings_convert_to_the_egress_reports_shape() -> None:
+    report = run(DecisionTreeClassifier(random_state=0))
+    converted = {f.check: f for f in report.egress_findings()}
+    leaf = converted["model.small_leaves"]
+    assert leaf.severity == "block" and "fewer than 10" in leaf.message
+    assert leaf.fix is not None and leaf.fix.params == {"min_samples_leaf": 10}
+    assert leaf.evidence["smallest_leaf_rows"] == 1
+    assert json.dumps([f.to_dict() for f in converted.values()])  # JSON-safe as the report needs
