@@ -103,6 +103,10 @@ async def _on_shuyu_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ShuyuError)
     if exc.kind == "internal":
         log.error("internal error %s: %s", exc.code, exc.message)
+    return _respond(request, exc)
+
+
+def _respond(request: Request, exc: ShuyuError) -> Response:
     # The console shows the same error as a page; the status comes from the same map.
     html = getattr(request.app.state, "html_errors", None)
     if html is not None and request.url.path.startswith("/console"):
@@ -157,7 +161,7 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
-async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
     # Our bug. The message names no data; the traceback goes to the (redacted) log.
     log.exception("unhandled error in %s %s", request.method, request.url.path)
     err = ShuyuError(
@@ -166,7 +170,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         kind="internal",
         hint="this is a bug in shuyu; report it with the request id",
     )
-    return error_response(err, request_id_of(request))
+    return _respond(request, err)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -95,22 +95,23 @@ LABELS: dict[str, dict[Lang, str]] = {
         "zh": "您的角色只能查看，不能审查。",
         "en": "Your role may view this output but not review it.",
     },
+    "review.own": {"zh": "本人提交", "en": "your job"},
     "review.decided": {"zh": "您的审查已记录。", "en": "Your review is recorded."},
     "answer.ok": {"zh": "无问题", "en": "No concern"},
     "answer.concern": {"zh": "有顾虑", "en": "Concern"},
-    "q.purpose": {
+    "q.beyond_scope": {
         "zh": "(a) 是否超出授权用途和范围使用数据？",
         "en": "(a) Is data used beyond the authorized purpose and scope?",
     },
-    "q.exposure": {
+    "q.direct_exposure": {
         "zh": "(b) 是否存在直接暴露原始、敏感或个人数据的风险？",
         "en": "(b) Is there a risk of directly exposing raw, sensitive or personal data?",
     },
-    "q.attack": {
+    "q.model_attack": {
         "zh": "(c) 模型和算法是否存在隐私攻击风险？",
         "en": "(c) Are models or algorithms at risk of privacy attacks?",
     },
-    "q.other": {
+    "q.other_risk": {
         "zh": "(d) 是否存在其他数据安全风险？",
         "en": "(d) Are there other data-security risks?",
     },

@@ -16,10 +16,14 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 import shuyu
+from egress import review
 from enclave.audit import AuditLog
+from enclave.scenarios import ScenarioRecord
 from policies.errors import ShuyuError
 from shuyu.api.deps import Caller, authenticate_token
 from shuyu.api.errors import request_id_of
+from shuyu.api.routers.releases import list_releases
+from shuyu.api.routers.reviews import table_preview
 from shuyu.console.i18n import Lang, translate
 from shuyu.console.session import (
     LANG_COOKIE,
@@ -41,6 +45,10 @@ __all__ = ["CONSOLE_ROLES", "mount_console", "router"]
 HERE = Path(__file__).parent
 CONSOLE_ROLES = ("reviewer", "auditor", "authority")
 AUDIT_PAGE_ROWS = 50
+CONSOLE_ROWS = 200  # rows of an output shown on the page
+CHART_BARS = 30  # bars in the chart of an output
+# The four questions of R1.3, in the order the form asks them (keys of egress.review).
+QUESTION_KEYS: tuple[str, ...] = tuple(review.QUESTIONS)
 
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -227,6 +235,157 @@ def audit_verify(request: Request, csrf: str = Form("")) -> HTMLResponse:
     with domain.engine.connect() as conn:
         verification = domain.audit.verify(conn)
     return render(request, "_audit_status.html", caller=caller, verification=verification)
+
+
+@router.get("/queue", name="console_queue", response_class=HTMLResponse)
+def queue_page(request: Request) -> HTMLResponse:
+    caller = _caller(request)
+    domain = _domain(request)
+    items = review.review_queue(domain.gate, caller.user_id)
+    return render(
+        request, "queue.html", page="queue", caller=caller, items=items, flashes=_flash_of(request)
+    )
+
+
+def scenario_budget(domain: Domain, record: ScenarioRecord) -> dict[str, Any]:
+    """A scenario's epsilon: its total, and what the privacy ledger says is spent."""
+    total = record.scenario.privacy_budget.epsilon
+    spent = spent_epsilon(domain, record.id)
+    return {
+        "scenario_id": record.id,
+        "title": record.scenario.title,
+        "total": total,
+        "spent": spent,
+        "left": None if spent is None else max(total - spent, 0.0),
+    }
+
+
+def spent_epsilon(domain: Domain, scenario_id: str) -> float | None:
+    """Epsilon charged to the scenario so far; None until the privacy ledger is installed."""
+    return None
+
+
+def _chart(preview: dict[str, Any], measures: dict[str, str]) -> dict[str, Any] | None:
+    """Bars of the first measure by the first other column, when the output has both."""
+    columns: list[str] = preview["columns"]
+    measure = next((c for c in columns if c in measures), None)
+    label = next((c for c in columns if c not in measures), None)
+    if measure is None or label is None or not preview["rows"]:
+        return None
+    mi, li = columns.index(measure), columns.index(label)
+    rows = preview["rows"][:CHART_BARS]
+    values = [float(r[mi]) if isinstance(r[mi], int | float) else 0.0 for r in rows]
+    return {
+        "labels": [str(r[li]) for r in rows],
+        "amounts": values,
+        "top": max([*values, 0.0]),
+        "label_col": label,
+        "value_col": measure,
+    }
+
+
+@router.get("/review/{job_id}", name="console_review", response_class=HTMLResponse)
+def review_page(request: Request, job_id: str) -> HTMLResponse:
+    caller = _caller(request)
+    domain = _domain(request)
+    shown = review.show(domain.gate, job_id, caller.user_id)
+    job = shown["job"]
+    scenario = shown["scenario"] or {}
+    scenario_view = {
+        **scenario,
+        "datasets": [{"name": n, "columns": c} for n, c in scenario.get("datasets", {}).items()],
+    }
+    record = domain.scenarios.find(job["scenario_id"])
+    scenario_view["use_class"] = record.scenario.use_class if record else ""
+    report = shown["report"]
+    findings = []
+    for output in (report or {}).get("outputs", []):
+        for f in output.get("findings", []):
+            findings.append({**f, "output": output.get("name")})
+    if report is not None:
+        report = {**report, "findings": findings}
+    tables = []
+    for o in shown["outputs"]:
+        preview = table_preview(o["table"], CONSOLE_ROWS)
+        tables.append({"name": o["name"], **preview, "chart": _chart(preview, o["measures"])})
+    reviews = [{**r, "created_at": r["at"]} for r in shown["reviews"]]
+    cannot = ""
+    if "reviewer" not in caller.roles:
+        cannot = "review.readonly"
+    elif job["submitter"] == caller.user_id:
+        cannot = "review.self"
+    elif caller.user_id in shown["approvals"] or job["state"] != "pending_review":
+        cannot = "review.decided"
+    return render(
+        request,
+        "review.html",
+        page="queue",
+        caller=caller,
+        job=job,
+        scenario=scenario_view,
+        report=report,
+        tables=tables,
+        reviews=reviews,
+        required=shown["required_reviewers"],
+        approvals=len(shown["approvals"]),
+        questions=QUESTION_KEYS,
+        can_review=not cannot,
+        cannot_review=cannot or "review.readonly",
+    )
+
+
+@router.post("/review/{job_id}", name="console_decide")
+def decide(
+    request: Request,
+    job_id: str,
+    csrf: str = Form(""),
+    decision: str = Form(""),
+    reason: str = Form(""),
+    q_beyond_scope: str = Form(""),
+    q_direct_exposure: str = Form(""),
+    q_model_attack: str = Form(""),
+    q_other_risk: str = Form(""),
+) -> Response:
+    """Approve or reject from the form; the answers and comment go to egress.review."""
+    caller = _caller(request)
+    _require_csrf(request, csrf)
+    domain = _domain(request)
+    answers = review.ReviewAnswers(
+        beyond_scope=q_beyond_scope == "yes",
+        direct_exposure=q_direct_exposure == "yes",
+        model_attack=q_model_attack == "yes",
+        other_risk=q_other_risk == "yes",
+    )
+    if decision == "approve":
+        review.approve(domain.gate, job_id, caller.user_id, answers, reason)
+    elif decision == "reject":
+        review.reject(domain.gate, job_id, caller.user_id, answers, reason)
+    else:
+        raise ShuyuError(
+            f"unknown decision {decision!r}",
+            code="console.decision",
+            kind="invalid",
+            hint="use the Approve or Reject button",
+        )
+    return RedirectResponse(
+        str(request.url_for("console_queue").path) + "?flash=review.decided", status_code=303
+    )
+
+
+@router.get("/releases", name="console_releases", response_class=HTMLResponse)
+def releases_page(request: Request) -> HTMLResponse:
+    caller = _caller(request)
+    domain = _domain(request)
+    releases = list_releases(domain, caller, None)
+    return render(request, "releases.html", page="releases", caller=caller, releases=releases)
+
+
+@router.get("/budgets", name="console_budgets", response_class=HTMLResponse)
+def budgets_page(request: Request) -> HTMLResponse:
+    caller = _caller(request)
+    domain = _domain(request)
+    budgets = [scenario_budget(domain, r) for r in domain.scenarios.list_scenarios()]
+    return render(request, "budgets.html", page="budgets", caller=caller, budgets=budgets)
 
 
 def mount_console(app: FastAPI) -> None:
