@@ -11,33 +11,59 @@ own data keys like any dataset, and:
 * it is crypto-shredded when the scenario is revoked or expires
   (:meth:`enclave.scenarios.ScenarioService.revoke`), like everything kept for it.
 
-Two steps, so the encrypted write stays in the store (``enclave/store.py``) and this module
-only owns metadata and rules, in the caller's transaction::
+The orchestrator calls one method, :meth:`DerivedTables.keep`; it plans (checks and
+catalog entry), then writes through the store's own atomic path (``DatasetStore.reserve``
+and ``write_version``, the same one imports use), then registers the row — all inside the
+store's reservation, so a crash leaves nothing the sweep does not remove::
 
-    plan = derived.plan(conn, scenario_id=..., name=..., sources={...}, columns={...},
-                        job_id=..., code_sha256=...)
-    # store: create keys <plan.dataset_id>.<grade> and .footer, write the Parquet files
-    # with plan.meta["columns"] grades, under the store's layout
-    derived.register(conn, plan, path=..., num_rows=..., num_bytes=..., content_sha256=...)
+    dataset_id = domain.derived.keep(
+        scenario_id="S-2026-014", name="visits_by_person", sources=["residents", "visits"],
+        columns={"person_id": "string", "n_visits": "int"}, batches=arrow_batches,
+        job_id=job.id, code_sha256=job.code_sha256,
+    )
+
+:meth:`plan` and :meth:`register` are the two halves, for callers that write themselves.
+The catalog entry is a full :class:`enclave.catalog.DatasetMeta` (so the store and the
+sandbox read a derived table like any dataset): its provider is the operator, it is never
+shared or opened beyond the scenario, every column has the table's grade, roles are
+inherited from a source column of the same name (else ``sensitive``), and public bounds and
+domains are inherited from a source column of the same name and type — they stay
+data-independent, which is what the DP compiler's clamping needs.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from pydantic import ValidationError
+from sqlalchemy.engine import Connection, Engine
 
 from enclave.audit import AuditLog
+from enclave.catalog import (
+    AuthorizedOperation,
+    ColumnMeta,
+    DatasetMeta,
+    OpenAttribute,
+    Provider,
+    ShareAttribute,
+    TimeCoverage,
+)
 from enclave.errors import ScenarioError
-from enclave.scenarios import ScenarioService, dataset_rows
+from enclave.keys import FOOTER, KeyService
+from enclave.scenarios import DatasetRow, ScenarioService, dataset_rows
 from enclave.tables import datasets
 from policies.grades import GradePolicy, load_grades
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from enclave.store import DatasetStore
 
 __all__ = ["DerivedPlan", "DerivedTables"]
 
@@ -59,12 +85,13 @@ class DerivedPlan:
     scenario_id: str
     owner_org: str
     grade: str
-    meta: dict[str, Any]
+    meta: DatasetMeta
     lineage: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def columns_by_grade(self) -> dict[str, list[str]]:
-        return {self.grade: [c["name"] for c in self.meta["columns"]]}
+    def key_groups(self) -> list[str]:
+        """The data-key groups the store needs: every column grade, and the footer."""
+        return [*sorted(self.meta.columns_by_grade()), FOOTER]
 
 
 class DerivedTables:
@@ -76,11 +103,75 @@ class DerivedTables:
         scenarios: ScenarioService,
         grades: GradePolicy | None = None,
         clock: Clock = _utc_now,
+        *,
+        engine: Engine | None = None,
+        keys: KeyService | None = None,
+        store: DatasetStore | None = None,
     ) -> None:
         self._audit = audit
         self._scenarios = scenarios
         self._grades = grades or load_grades()
         self._clock = clock
+        self._engine = engine
+        self._keys = keys
+        self._store = store
+
+    def keep(
+        self,
+        *,
+        scenario_id: str,
+        name: str,
+        sources: Iterable[str],
+        columns: Mapping[str, str],
+        batches: Iterable[pa.RecordBatch],
+        job_id: str,
+        code_sha256: str,
+        roles: Mapping[str, str] | None = None,
+        actor: str = "system",
+    ) -> str:
+        """Plan, write encrypted through the store, and register; returns the dataset id."""
+        if self._engine is None or self._keys is None or self._store is None:
+            raise ScenarioError(
+                "this DerivedTables has no store; build it with engine, keys and store",
+                code="enclave.derived_no_store",
+                kind="internal",
+            )
+        with self._engine.begin() as conn:
+            plan = self.plan(
+                conn,
+                scenario_id=scenario_id,
+                name=name,
+                sources=list(sources),
+                columns=columns,
+                job_id=job_id,
+                code_sha256=code_sha256,
+                roles=roles,
+            )
+        with self._store.reserve(plan.dataset_id):
+            # Keys commit before the write so no transaction stays open for its length; a
+            # crash leaves keys without a row, which the store's sweep removes.
+            with self._engine.begin() as conn:
+                key_ids = [self._keys.create(conn, plan.dataset_id, g) for g in plan.key_groups]
+            with self._engine.connect() as conn:
+                keys = self._keys.get_many(conn, key_ids)
+            written = self._store.write_version(
+                plan.dataset_id, plan.version, plan.meta, keys, batches
+            )
+            with self._engine.begin() as conn:
+                if not self._scenarios.is_open(scenario_id, conn):
+                    raise ScenarioError(
+                        f"scenario `{scenario_id}` closed while the table was written",
+                        code="enclave.scenario_state",
+                    )
+                return self.register(
+                    conn,
+                    plan,
+                    path=written.path,
+                    num_rows=written.num_rows,
+                    num_bytes=written.num_bytes,
+                    content_sha256=written.content_sha256,
+                    actor=actor,
+                )
 
     def plan(
         self,
@@ -88,7 +179,7 @@ class DerivedTables:
         *,
         scenario_id: str,
         name: str,
-        sources: Mapping[str, object],
+        sources: Iterable[str],
         columns: Mapping[str, str],
         job_id: str,
         code_sha256: str,
@@ -118,8 +209,9 @@ class DerivedTables:
             raise ScenarioError(
                 "a derived table needs columns", code="enclave.derived_empty", kind="invalid"
             )
-        src = dataset_rows(conn, sources)
-        missing = sorted(set(sources) - set(src))
+        names = list(sources)
+        src = dataset_rows(conn, names)
+        missing = sorted(set(names) - set(src))
         if missing:
             raise ScenarioError(
                 f"unknown source dataset(s): {', '.join(missing)}",
@@ -135,37 +227,43 @@ class DerivedTables:
                     kind="invalid",
                 )
         existing = dataset_rows(conn, [name]).get(name)
-        version = 1
-        if existing is not None and existing.status == "active":
-            if existing.kind != "derived" or existing.scenario_id != scenario_id:
-                raise ScenarioError(
-                    f"the name `{name}` is taken by another dataset",
-                    code="enclave.derived_name_taken",
-                    hint="choose another name for the derived table",
-                )
-            version = existing.version + 1
+        if (
+            existing is not None
+            and existing.status == "active"
+            and (existing.kind != "derived" or existing.scenario_id != scenario_id)
+        ):
+            raise ScenarioError(
+                f"the name `{name}` is taken by another dataset",
+                code="enclave.derived_name_taken",
+                hint="choose another name for the derived table",
+            )
+        newest = conn.execute(
+            sa.select(sa.func.max(datasets.c.version)).where(datasets.c.name == name)
+        ).scalar_one()
+        version = int(newest or 0) + 1
         grade = self._grades.highest([r.grade for r in src.values()])
-        source_roles: dict[str, str] = {}
-        for row in src.values():
-            for c in row.meta.get("columns", []) if isinstance(row.meta, dict) else []:
-                if isinstance(c, dict) and "name" in c and "role" in c:
-                    source_roles.setdefault(str(c["name"]), str(c["role"]))
-        cols = [
-            {
-                "name": c,
-                "type": t,
-                "grade": grade,
-                "role": (roles or {}).get(c) or source_roles.get(c, "sensitive"),
-            }
-            for c, t in columns.items()
-        ]
-        meta = {
-            "name": name,
-            "summary": f"derived by job {job_id} in scenario {scenario_id}",
-            "kind": "derived",
-            "grade": grade,
-            "columns": cols,
-        }
+        try:
+            meta = _derived_meta(
+                name=name,
+                scenario_id=scenario_id,
+                operator_org=rec.scenario.operator_org,
+                job_id=job_id,
+                grade=grade,
+                columns=columns,
+                roles=roles or {},
+                sources=list(src.values()),
+            )
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise ScenarioError(
+                f"derived table `{name}` has an invalid column: {problems}",
+                code="enclave.derived_columns",
+                kind="invalid",
+                hint="types: int, float, string, date, timestamp, bool; roles: identifier, "
+                "quasi_identifier, sensitive, attribute",
+            ) from exc
         lineage = {
             "scenario_id": scenario_id,
             "job_id": job_id,
@@ -218,7 +316,7 @@ class DerivedTables:
                 kind="derived",
                 owner_org=plan.owner_org,
                 grade=plan.grade,
-                meta=plan.meta,
+                meta=plan.meta.to_json(),
                 path=path,
                 num_rows=num_rows,
                 num_bytes=num_bytes,
@@ -255,3 +353,67 @@ class DerivedTables:
             )
         )
         return sorted(r.name for r in rows)
+
+
+def _source_columns(sources: list[DatasetRow]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for row in sorted(sources, key=lambda r: r.name):
+        cols = row.meta.get("columns") if isinstance(row.meta, dict) else None
+        for c in cols if isinstance(cols, list) else []:
+            if isinstance(c, dict) and "name" in c:
+                out.setdefault(str(c["name"]), c)
+    return out
+
+
+def _derived_meta(
+    *,
+    name: str,
+    scenario_id: str,
+    operator_org: str,
+    job_id: str,
+    grade: str,
+    columns: Mapping[str, str],
+    roles: Mapping[str, str],
+    sources: list[DatasetRow],
+) -> DatasetMeta:
+    """A full catalog entry for a derived table, from its sources (see the module doc)."""
+    src_cols = _source_columns(sources)
+    metas = [r.meta for r in sources if isinstance(r.meta, dict)]
+    cols: list[ColumnMeta] = []
+    for col, typ in columns.items():
+        src = src_cols.get(col, {})
+        same_type = src.get("type") == typ
+        cols.append(
+            ColumnMeta(
+                name=col,
+                type=typ,  # type: ignore[arg-type]  # validated by ColumnMeta
+                grade=grade,
+                role=roles.get(col) or src.get("role") or "sensitive",  # type: ignore[arg-type]
+                label=str(src.get("label", "")),
+                bounds=src.get("bounds") if same_type else None,
+                domain=src.get("domain") if same_type else None,
+            )
+        )
+    starts = [m["time_coverage"]["start"] for m in metas if m.get("time_coverage")]
+    regions = sorted({str(m["region_coverage"]) for m in metas if m.get("region_coverage")})
+    units = [m.get("privacy_unit") for m in metas if m.get("privacy_unit") in columns]
+    social = any(r.kind == "social" for r in sources)
+    return DatasetMeta(
+        name=name,
+        summary=f"derived table kept by job {job_id} in scenario {scenario_id}",
+        industry_class=next(
+            (str(m["industry_class"]) for m in metas if m.get("industry_class")), "derived"
+        ),
+        time_coverage=TimeCoverage(start=min(starts) if starts else date.today()),
+        region_coverage="; ".join(regions) or "-",
+        update_frequency="once",
+        provider=Provider(name=operator_org, code=operator_org),
+        share=ShareAttribute(type="not_shared"),
+        open=OpenAttribute(type="conditional", conditions=f"only jobs of scenario {scenario_id}"),
+        authorized_operation=AuthorizedOperation(status="authorized", scenarios=[scenario_id]),
+        desensitized=False,
+        grade=grade,
+        kind="social" if social else "public",
+        privacy_unit=units[0] if units else None,
+        columns=cols,
+    )

@@ -233,11 +233,17 @@ class RequestService:
                     hint="the operator can file a new request after a refusal",
                 )
             now = self._clock()
-            conn.execute(
+            done = conn.execute(
                 data_requests.update()
                 .where(data_requests.c.id == request_id, data_requests.c.state == "pending")
                 .values(state=to, decided_by=as_user, decided_at=to_db_time(now), reason=reason)
-            )
+            ).rowcount
+            if not done:  # another provider user answered it a moment ago
+                raise DataRequestError(
+                    f"request {request_id} was answered concurrently",
+                    code="enclave.request_state",
+                    hint="see `shuyu request list`",
+                )
             self._audit.record(
                 conn,
                 actor=as_user,

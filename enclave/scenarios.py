@@ -43,9 +43,16 @@ from enclave.audit import AuditLog
 from enclave.authz_tables import from_db_time, fusion_approvals, scenarios, to_db_time
 from enclave.errors import ScenarioError
 from enclave.identity import IdentityService
-from enclave.keys import KeyService
+from enclave.keys import KeyService, data_key_id
 from enclave.tables import datasets, jobs
 from policies.decision import ScenarioGrant
+from policies.desensitize import (
+    DesensitizeRules,
+    SampleColumn,
+    SampleView,
+    load_desensitize_rules,
+    sample_view,
+)
 from policies.disclosure import EffectiveDisclosure, disclosure_problems, effective_disclosure
 from policies.errors import ScenarioFileError
 from policies.grades import GradePolicy, load_grades
@@ -60,6 +67,7 @@ __all__ = [
     "ScenarioRecord",
     "ScenarioService",
     "dataset_rows",
+    "pseudonym_key_id",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,6 +81,11 @@ _VERB = {"suspended": "suspended", "active": "resumed", "revoked": "revoked"}
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def pseudonym_key_id(scenario_id: str) -> str:
+    """The data key id of a scenario's sample-view HMAC key (released to its sandboxes)."""
+    return data_key_id(scenario_id, PSEUDONYM_KEY_GROUP)
 
 
 # --- catalog facts --------------------------------------------------------------------
@@ -336,6 +349,53 @@ class ScenarioService:
         grades = [r.grade for r in rows.values()] or [self._grades.levels[-1]]
         return effective_disclosure(rec.scenario.disclosure, grades, self._grades)
 
+    def sample_view(
+        self,
+        scenario_id: str,
+        dataset: str,
+        *,
+        rules: DesensitizeRules | None = None,
+        conn: Connection | None = None,
+    ) -> SampleView:
+        """The desensitized sample view of ``dataset`` in this scenario (R1.5).
+
+        The trusted agent runs ``view.statements(key)`` with the key
+        :func:`pseudonym_key_id` names, before any operator code gets the session.
+        """
+        if conn is None:
+            with self._engine.connect() as c:
+                return self.sample_view(scenario_id, dataset, rules=rules, conn=c)
+        rec = self.get(scenario_id, conn)
+        row = dataset_rows(conn, [dataset]).get(dataset)
+        own = row is not None and row.kind == "derived" and row.scenario_id == scenario_id
+        if row is None or row.status != "active" or not (own or dataset in rec.scenario.datasets):
+            raise ScenarioError(
+                f"dataset `{dataset}` is not in scenario `{scenario_id}`",
+                code="enclave.sample_scope",
+                kind="invalid",
+                hint="see `shuyu scenario show`",
+            )
+        cols = [
+            SampleColumn(
+                str(c["name"]),
+                str(c.get("type", "string")),
+                str(c.get("role", "")),
+                str(c.get("grade") or row.grade),
+            )
+            for c in row.meta.get("columns", [])
+            if isinstance(c, dict) and "name" in c
+        ]
+        scope = row.column_names if own else rec.scenario.columns_of(dataset)
+        unit = row.meta.get("privacy_unit")
+        return sample_view(
+            source=dataset,
+            columns=cols,
+            scope=scope,
+            settings=rec.scenario.sample,
+            rules=rules or load_desensitize_rules(grades=self._grades),
+            unit_column=str(unit) if unit else None,
+        )
+
     # --- granting -------------------------------------------------------------------
     def grant(self, as_user: str, scenario: Scenario) -> ScenarioRecord:
         """Grant a scenario (authority only), checked against the catalog and the grades."""
@@ -471,6 +531,11 @@ class ScenarioService:
             )
         with self._engine.begin() as conn:
             self._identity.require(conn, as_user, action)
+            # Row lock on PostgreSQL (SQLite's BEGIN IMMEDIATE already serialises writers):
+            # two concurrent revocations must not both see "active" and both shred.
+            conn.execute(
+                sa.select(scenarios.c.id).where(scenarios.c.id == scenario_id).with_for_update()
+            )
             rec = self.get(scenario_id, conn)
             now = self._clock()
             current = rec.effective_state(now)

@@ -91,7 +91,10 @@ class Domain:
 
     @cached_property
     def derived(self) -> DerivedTables:
-        return DerivedTables(self.audit, self.scenarios)
+        """Row-level results kept for a scenario: ``keep(...)`` writes them via the store."""
+        return DerivedTables(
+            self.audit, self.scenarios, engine=self.engine, keys=self.keys, store=self.store
+        )
 
     @cached_property
     def gate(self) -> Gate:

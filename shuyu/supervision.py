@@ -60,7 +60,8 @@ __all__ = [
 BILLABLE_STATES = frozenset(
     {"computed", "gated", "pending_review", "auto_released", "approved", "released", "rejected"}
 )
-_LEDGER_TABLES = ("privacy_ledger", "dp_ledger", "ledger_entries", "budget_ledger")
+# The privacy ledger (egress.dp_tables) when installed: one row per charge.
+_LEDGER_TABLES = ("dp_charges",)
 _QUARTER = re.compile(r"^(\d{4})-?[Qq]([1-4])$")
 
 
@@ -240,7 +241,8 @@ class QuarterlyReport:
     decisions_denied: int = 0
     outputs_released: int = 0
     outputs_rejected: int = 0
-    epsilon_spent: float | None = None  # None: no privacy ledger table in this domain
+    epsilon_spent: float | None = None  # basic composition of the quarter's charges;
+    # None: no privacy ledger table in this domain
     delta_spent: float | None = None
     fee_per_job_cny: str | None = None
     fee_cny: str = "0"
@@ -299,7 +301,9 @@ def _optional_tables(
     conn: Connection, report: QuarterlyReport, start: datetime, end: datetime
 ) -> None:
     """Read the gate's releases and a privacy ledger if this domain has them installed."""
-    tables = load_all_tables().tables
+    # Declared *and* created: a table module may be installed before its migration ran.
+    existing = set(sa.inspect(conn).get_table_names())
+    tables = {k: v for k, v in load_all_tables().tables.items() if k in existing}
     releases = tables.get("egress_releases")
     if releases is not None:
         n = 0

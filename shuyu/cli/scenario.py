@@ -15,9 +15,7 @@ from typing import Annotated
 import typer
 
 from enclave.identity import local_admin_actor
-from enclave.scenarios import ScenarioRecord, dataset_rows
-from policies.desensitize import SampleColumn, load_desensitize_rules, sample_view
-from policies.errors import PolicyError
+from enclave.scenarios import ScenarioRecord
 from policies.scenario import load_scenario_file
 from shuyu.cli.render import console, print_json, print_table
 from shuyu.cli.user import AsUser, require_as
@@ -180,33 +178,6 @@ def sample_sql(
     dataset: Annotated[str, typer.Argument()],
 ) -> None:
     """Print the SQL of a dataset's desensitized sample view in this scenario (no key shown)."""
-    domain = open_domain()
-    rec = domain.scenarios.get(scenario_id)
-    with domain.engine.connect() as conn:
-        row = dataset_rows(conn, [dataset]).get(dataset)
-    if row is None or dataset not in rec.scenario.datasets:
-        raise PolicyError(
-            f"dataset `{dataset}` is not in scenario `{scenario_id}`",
-            code="policy.sample_scope",
-            hint="see `shuyu scenario show`",
-        )
-    cols = [
-        SampleColumn(
-            str(c["name"]),
-            str(c.get("type", "string")),
-            str(c.get("role", "")),
-            str(c.get("grade") or row.grade),
-        )
-        for c in row.meta.get("columns", [])
-        if isinstance(c, dict) and "name" in c
-    ]
-    view = sample_view(
-        source=dataset,
-        columns=cols,
-        scope=rec.scenario.columns_of(dataset),
-        settings=rec.scenario.sample,
-        rules=load_desensitize_rules(),
-        unit_column=row.meta.get("privacy_unit"),
-    )
+    view = open_domain().scenarios.sample_view(scenario_id, dataset)
     console.print(view.view_sql(), highlight=False, soft_wrap=True)
     console.print(json.dumps(dict(view.actions), ensure_ascii=False), highlight=False)

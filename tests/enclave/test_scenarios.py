@@ -458,3 +458,88 @@ def test_scenario_records_keep_their_state_history_in_the_audit_log(world: World
     assert actions[-3:] == ["scenario.suspend", "scenario.resume", "scenario.revoke"]
     assert world.scenarios.get(SID).grant.state_reason == "c"
     assert world.clock() - world.scenarios.get(SID).granted_at < timedelta(minutes=5)
+
+
+def test_keep_writes_a_derived_table_encrypted_through_the_store_and_revocation_shreds_it(
+    domain: Domain,
+) -> None:
+    import pyarrow as pa
+
+    from enclave.derived import DerivedTables
+
+    w = build_world(domain)
+    derived = DerivedTables(
+        domain.audit,
+        w.scenarios,
+        clock=w.clock,
+        engine=domain.engine,
+        keys=domain.keys,
+        store=domain.store,
+    )
+    batch = pa.record_batch({"person_id": ["a", "b", "c"], "n_visits": [1, 4, 2]})
+    ds_id = derived.keep(
+        scenario_id=SID,
+        name="visits_by_person",
+        sources=["residents", "clinic_visits"],
+        columns={"person_id": "string", "n_visits": "int"},
+        batches=[batch],
+        job_id="J-7",
+        code_sha256="cd" * 32,
+    )
+    record = domain.store.get("visits_by_person")
+    assert (record.id, record.kind, record.grade, record.num_rows) == (ds_id, "derived", "L4", 3)
+    assert record.meta.privacy_unit == "person_id"  # inherited from residents
+    table = domain.store.open_dataset_for_trusted_read("visits_by_person")
+    assert table.column("n_visits").to_pylist() == [1, 4, 2]
+    files = domain.store.files(record)
+    assert files and all(f.read_bytes()[-4:] == b"PARE" for f in files)  # encrypted footer
+    w.scenarios.revoke("auth", SID, "ended")
+    with pytest.raises(Exception) as gone:
+        domain.store.open_dataset_for_trusted_read("visits_by_person", version=1)
+    assert getattr(gone.value, "code", "") in {"enclave.dataset_deleted", "enclave.key_destroyed"}
+
+
+def _residents_duckdb():  # type: ignore[no-untyped-def]
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(
+        """
+        CREATE TABLE residents AS
+        SELECT 'P' || CAST(i AS VARCHAR) AS person_id, '43010119800101' || CAST(i AS VARCHAR)
+               AS id_number, 1950 + i % 60 AS birth_year, '4301' || CAST(10 + i % 9 AS VARCHAR)
+               AS district_code, 100.0 * i AS income, CASE WHEN i % 2 = 0 THEN 'F' ELSE 'M' END
+               AS sex
+        FROM range(3000) t(i)
+        """
+    )
+    return con
+
+
+def test_sample_views_use_each_scenarios_own_key_and_die_with_it(world: World) -> None:
+    from enclave.scenarios import pseudonym_key_id
+
+    world.scenarios.grant("auth", make_scenario(id="S-2026-015"))
+    pseudonyms: dict[str, set[str]] = {}
+    for sid in (SID, "S-2026-015", SID):
+        view = world.scenarios.sample_view(sid, "residents")
+        assert view.actions["id_number"] == "drop"  # not in the scenario
+        assert view.actions["person_id"] == "pseudonymize"
+        with world.domain.engine.connect() as conn:
+            key = world.domain.keys.get(conn, pseudonym_key_id(sid))
+        con = _residents_duckdb()
+        for sql, params in view.statements(key):
+            con.execute(sql, params)
+        rows = con.execute("SELECT person_id FROM residents_sample").fetchall()
+        got = {r[0] for r in rows}
+        assert 150 < len(got) < 450  # rate 0.1 of 3000 units
+        if sid in pseudonyms:
+            assert got == pseudonyms[sid]  # stable within a scenario
+        pseudonyms[sid] = got
+    assert pseudonyms[SID].isdisjoint(pseudonyms["S-2026-015"])
+    world.scenarios.revoke("auth", "S-2026-015", "ended")
+    with world.domain.engine.connect() as conn, pytest.raises(KeyMaterialError) as gone:
+        world.domain.keys.get(conn, pseudonym_key_id("S-2026-015"))
+    assert gone.value.code == "enclave.key_destroyed"
+    with pytest.raises(ScenarioError, match="not in scenario"):
+        world.scenarios.sample_view(SID, "taxes")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
+from enclave.db import load_all_tables
 from enclave.errors import PermissionDenied
 from enclave.tables import jobs
 from policies.decision import JobAccess
@@ -105,8 +107,30 @@ def test_quarterly_report_counts_jobs_outputs_datasets_and_fees(domain: Domain) 
     assert r.datasets_used == {"residents": 1}
     assert r.decisions_denied == 1
     assert (r.fee_per_job_cny, r.fee_cny) == ("12.50", "50.00")
-    assert r.epsilon_spent is None
-    assert any("ledger" in n for n in r.notes)
+    with domain.engine.begin() as conn:
+        has_ledger = sa.inspect(conn).has_table("dp_charges")
+        if has_ledger:  # the privacy ledger (egress.dp_tables) is installed in this tree
+            charges = load_all_tables().tables["dp_charges"]
+            for i, eps in enumerate((0.5, 0.25)):
+                conn.execute(
+                    charges.insert().values(
+                        scenario_id=SID,
+                        job_id=f"J-{i}",
+                        query_key=f"q{i}",
+                        epsilon=eps,
+                        delta=0.0,
+                        rho=eps**2 / 2,
+                        delta_approx=0.0,
+                        pure=True,
+                        created_at=inside,
+                    )
+                )
+    r = quarterly_report(domain, "op", SID, "2026Q4")
+    if has_ledger:
+        assert r.epsilon_spent == 0.75
+    else:
+        assert r.epsilon_spent is None
+        assert any("ledger" in n for n in r.notes)
 
 
 def test_quarter_bounds_are_cst_quarters() -> None:
