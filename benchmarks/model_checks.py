@@ -84,12 +84,15 @@ def bench(
     return row
 
 
-def render(rows: list[dict[str, Any]], n_train: int, n_holdout: int, command: str) -> str:
+def render(
+    rows: list[dict[str, Any]], n_train: int, n_holdout: int, command: str, load: float
+) -> str:
     lines = [
         SECTION,
         "",
         f"`{command}` — {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
-        f"{os.cpu_count()} cores (shared), Python {platform.python_version()}, "
+        f"{os.cpu_count()} cores (shared; load average {load:.1f} at the start: training "
+        f"and checks ran under the same load), Python {platform.python_version()}, "
         f"scikit-learn {sklearn.__version__}. Demo resident rows (`shuyu.synthetic`): "
         f"{n_train:,} training, {n_holdout:,} holdout, {len(FEATURES)} features. "
         "Check time = `check_model` (safe load, structure, capacity, DP, identifier and "
@@ -127,6 +130,7 @@ def main() -> None:
     parser.add_argument("--trees", type=int, default=100, help="random forest trees")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
+    load = os.getloadavg()[0]
     n_holdout = args.rows // 4
     frame = demo_frame(args.rows + n_holdout)
     train_frame, holdout_frame = frame.iloc[: args.rows], frame.iloc[args.rows :]
@@ -156,7 +160,7 @@ def main() -> None:
         + (f" --rows {args.rows}" if args.rows != 100_000 else "")
         + (f" --trees {args.trees}" if args.trees != 100 else "")
     )
-    text = render(rows, len(train), len(holdout), command)
+    text = render(rows, len(train), len(holdout), command, load)
     print(text)
     if not args.no_write:
         write_section(text)
