@@ -276,6 +276,7 @@ def _chart(preview: dict[str, Any], measures: dict[str, str]) -> dict[str, Any] 
     rows = preview["rows"][:CHART_BARS]
     values = [float(r[mi]) if isinstance(r[mi], int | float) else 0.0 for r in rows]
     return {
+        "shown": [f"{r[mi]:,.2f}" if isinstance(r[mi], float) else str(r[mi]) for r in rows],
         "labels": [str(r[li]) for r in rows],
         "amounts": values,
         "top": max([*values, 0.0]),
@@ -345,6 +346,10 @@ def decide(
     q_direct_exposure: str = Form(""),
     q_model_attack: str = Form(""),
     q_other_risk: str = Form(""),
+    n_beyond_scope: str = Form(""),
+    n_direct_exposure: str = Form(""),
+    n_model_attack: str = Form(""),
+    n_other_risk: str = Form(""),
 ) -> Response:
     """Approve or reject from the form; the answers and comment go to egress.review."""
     caller = _caller(request)
@@ -356,6 +361,16 @@ def decide(
         model_attack=q_model_attack == "yes",
         other_risk=q_other_risk == "yes",
     )
+    # The per-question notes travel in the decision's reason, each under its question.
+    notes = {
+        "beyond_scope": n_beyond_scope,
+        "direct_exposure": n_direct_exposure,
+        "model_attack": n_model_attack,
+        "other_risk": n_other_risk,
+    }
+    reason = "\n".join(
+        [reason.strip(), *(f"[{k}] {v.strip()}" for k, v in notes.items() if v.strip())]
+    ).strip()
     if decision == "approve":
         review.approve(domain.gate, job_id, caller.user_id, answers, reason)
     elif decision == "reject":

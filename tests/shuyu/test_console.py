@@ -105,6 +105,7 @@ def test_a_reviewer_approves_from_the_page_and_the_release_appears(api: Api) -> 
             "csrf": csrf_of(page.text),
             "decision": "approve",
             "reason": "cells large enough",
+            "n_beyond_scope": "within the stated purpose",
             "q_beyond_scope": "no",
             "q_direct_exposure": "no",
             "q_model_attack": "no",
@@ -115,6 +116,10 @@ def test_a_reviewer_approves_from_the_page_and_the_release_appears(api: Api) -> 
     assert r.status_code == 200 and "Your review is recorded" in r.text
     releases = c.get("/console/releases")
     assert job in releases.text
+    shown = c.get(f"/v1/reviews/{job}", headers=api.as_role("auditor")).json()
+    assert shown["reviews"][0]["text"] == (
+        "cells large enough\n[beyond_scope] within the stated purpose"
+    )
 
 
 def test_a_concern_cannot_be_approved_and_the_error_is_a_page(api: Api) -> None:
