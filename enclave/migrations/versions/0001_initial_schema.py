@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 13:16:35.820074
+Create Date: 2026-11-22 13:27:07.079056
 """
 from __future__ import annotations
 
@@ -74,6 +74,49 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('datasets', schema=None) as batch_op:
         batch_op.create_index('ix_datasets_name_status', ['name', 'status'], unique=False)
+
+    op.create_table('dp_budgets',
+    sa.Column('scenario_id', sa.String(length=64), nullable=False),
+    sa.Column('epsilon_total', sa.Double(), nullable=False),
+    sa.Column('delta_total', sa.Double(), nullable=False),
+    sa.Column('rho_spent', sa.Double(), server_default='0', nullable=False),
+    sa.Column('delta_approx_spent', sa.Double(), server_default='0', nullable=False),
+    sa.Column('epsilon_basic_spent', sa.Double(), server_default='0', nullable=False),
+    sa.Column('delta_basic_spent', sa.Double(), server_default='0', nullable=False),
+    sa.Column('charges', sa.Integer(), server_default='0', nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('scenario_id', name=op.f('pk_dp_budgets'))
+    )
+    op.create_table('dp_charges',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('scenario_id', sa.String(length=64), nullable=False),
+    sa.Column('job_id', sa.String(length=64), nullable=False),
+    sa.Column('query_key', sa.String(length=64), nullable=False),
+    sa.Column('epsilon', sa.Double(), nullable=False),
+    sa.Column('delta', sa.Double(), nullable=False),
+    sa.Column('rho', sa.Double(), nullable=False),
+    sa.Column('delta_approx', sa.Double(), nullable=False),
+    sa.Column('pure', sa.Boolean(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_dp_charges')),
+    sa.UniqueConstraint('job_id', name=op.f('uq_dp_charges_job_id'))
+    )
+    with op.batch_alter_table('dp_charges', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_dp_charges_scenario_id'), ['scenario_id'], unique=False)
+
+    op.create_table('dp_releases',
+    sa.Column('scenario_id', sa.String(length=64), nullable=False),
+    sa.Column('query_key', sa.String(length=64), nullable=False),
+    sa.Column('job_id', sa.String(length=64), nullable=False),
+    sa.Column('normalized_sql', sa.Text(), nullable=False),
+    sa.Column('sealed', sa.Boolean(), nullable=False),
+    sa.Column('key_id', sa.String(length=128), nullable=True),
+    sa.Column('result', sa.LargeBinary(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('scenario_id', 'query_key', name=op.f('pk_dp_releases'))
+    )
+    with op.batch_alter_table('dp_releases', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_dp_releases_job_id'), ['job_id'], unique=False)
 
     op.create_table('egress_cell_history',
     sa.Column('id', sa.String(length=64), nullable=False),
@@ -399,6 +442,15 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_egress_cell_history_job_id'))
 
     op.drop_table('egress_cell_history')
+    with op.batch_alter_table('dp_releases', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_dp_releases_job_id'))
+
+    op.drop_table('dp_releases')
+    with op.batch_alter_table('dp_charges', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_dp_charges_scenario_id'))
+
+    op.drop_table('dp_charges')
+    op.drop_table('dp_budgets')
     with op.batch_alter_table('datasets', schema=None) as batch_op:
         batch_op.drop_index('ix_datasets_name_status')
 
