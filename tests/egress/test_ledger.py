@@ -92,7 +92,7 @@ def test_an_exhausted_budget_refuses_and_shows_what_is_left(domain: Domain, con:
 def test_per_job_cap_refuses_a_large_query(domain: Domain, con: object) -> None:
     ledger = Ledger()
     c, r = released(con, "SELECT COUNT(*) FROM residents", epsilon=0.6)
-    with pytest.raises(BudgetExhausted, match="at most epsilon 0.5"):
+    with pytest.raises(BudgetExhausted, match=r"at most epsilon 0\.5"):
         ledger.charge_and_record(
             domain.engine,
             scenario_id="S1",
