@@ -38,6 +38,7 @@ from policies.errors import AccessDenied
 from policies.personnel import PersonnelRecord, personnel_gaps
 from policies.reasons import Reason
 from policies.scenario import Scenario, policy_hash
+from policies.terms import day_label
 
 __all__ = [
     "SCENARIO_STATES",
@@ -180,7 +181,7 @@ def _identity(actor: Actor, s: Scenario, now: datetime) -> list[Reason]:
 def _scenario(grant: ScenarioGrant, now: datetime) -> list[Reason]:
     s = grant.scenario
     out: list[Reason] = []
-    since = f" on {grant.state_since.date().isoformat()}" if grant.state_since else ""
+    since = f" on {day_label(grant.state_since)}" if grant.state_since else ""
     why = f": {grant.state_reason}" if grant.state_reason else ""
     if grant.state == "suspended":
         out.append(

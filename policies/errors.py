@@ -5,6 +5,8 @@ it, so every error in the product shares one base, one shape and one set of kind
 
     ShuyuError                       code, message, hint, kind
     ├── policies.errors.PolicyError     scenario files, decisions, thresholds
+    │   ├── ScenarioFileError            a scenario file is invalid (details: field by field)
+    │   └── AccessDenied                 a decision refused a job (details: every reason)
     ├── enclave.errors.EnclaveError     keys, store, catalog, audit, metadata database
     ├── sandbox.errors.SandboxError     image, executor, container limits
     ├── egress.errors.EgressError       DP compiler, ledger, checks, reviews, releases

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from policies.reasons import Reason
-from policies.terms import last_day_label
+from policies.terms import day_label, last_day_label
 
 __all__ = ["PersonnelRecord", "personnel_gaps"]
 
@@ -68,7 +68,7 @@ def personnel_gaps(user_id: str, record: PersonnelRecord | None, now: datetime) 
                     "personnel",
                     "personnel.agreement_not_started",
                     f"confidentiality agreement `{r.agreement_ref}` of user `{user_id}` "
-                    f"starts only on {r.agreement_valid_from.date().isoformat()}",
+                    f"starts only on {day_label(r.agreement_valid_from)}",
                 )
             )
         if now >= r.agreement_valid_until:

@@ -15,6 +15,7 @@ from datetime import date, datetime, time, timedelta, timezone
 __all__ = [
     "DOMAIN_TZ",
     "add_years",
+    "day_label",
     "end_instant",
     "last_day_label",
     "start_instant",
@@ -38,6 +39,11 @@ def end_instant(value: date | datetime) -> datetime:
         _require_aware(value)
         return value
     return datetime.combine(value + timedelta(days=1), time(0), DOMAIN_TZ)
+
+
+def day_label(instant: datetime) -> str:
+    """The CST calendar day of an instant, as YYYY-MM-DD."""
+    return instant.astimezone(DOMAIN_TZ).date().isoformat()
 
 
 def last_day_label(end: datetime) -> str:
