@@ -29,7 +29,7 @@ from egress.checks.sketch import (
     ANCHORS,
     CellSketches,
     Iblt,
-    decode_difference,
+    decode_many,
     flatten_units,
     iblt_of,
     sketch_cells,
@@ -42,7 +42,6 @@ U64 = npt.NDArray[np.uint64]
 _SIZE_BITS = 24
 _SIZE_MAX = (1 << _SIZE_BITS) - 1
 _CHUNK = 20_000
-_DECODE_LIMIT = 200
 
 
 @dataclass(frozen=True)
@@ -192,19 +191,28 @@ def find_pairs(
     cells = np.concatenate([s[1] for s in survivors])
     if rows.size == 0:
         return []
-    uniq_rows = np.unique(rows)
+    uniq_rows, pos = np.unique(rows, return_inverse=True)
     new_iblt = iblt_of(new_values, new_offsets, uniq_rows)
-    pos_of = {int(r): i for i, r in enumerate(uniq_rows)}
+    entries = index.entry[cells]
+    erows = index.row[cells]
     pairs: list[Pair] = []
-    for r, c in zip(rows.tolist(), cells.tolist(), strict=True):
-        entry, erow = int(index.entry[c]), int(index.row[c])
-        got = decode_difference(new_iblt, pos_of[r], index.iblt(entry), erow, _DECODE_LIMIT)
-        if got is None:
-            pairs.append(Pair(r, -1 if same_output else entry, erow, None))
-            continue
-        diff = got[0] + got[1]
-        if 0 < diff < m:
-            pairs.append(Pair(r, -1 if same_output else entry, erow, diff))
+    for s in range(0, rows.size, _CHUNK):
+        sl = slice(s, s + _CHUNK)
+        p, e, er = pos[sl], entries[sl], erows[sl]
+        count = new_iblt.count[p].astype(np.int64)
+        key = new_iblt.keysum[p].copy()
+        check = new_iblt.check[p].astype(np.uint64)
+        for entry in np.unique(e).tolist():
+            sel = np.flatnonzero(e == entry)
+            old = index.iblt(int(entry))
+            count[sel] -= old.count[er[sel]].astype(np.int64)
+            key[sel] ^= old.keysum[er[sel]]
+            check[sel] ^= old.check[er[sel]].astype(np.uint64)
+        peeled, settled = decode_many(count, key, check, m - 1)
+        for i in np.flatnonzero((peeled < m) & (peeled > 0) | ((peeled < m) & ~settled)).tolist():
+            where = -1 if same_output else int(e[i])
+            diff = int(peeled[i]) if settled[i] else None
+            pairs.append(Pair(int(rows[s + i]), where, int(er[i]), diff))
     return pairs
 
 

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -134,6 +135,21 @@ class IdentifierIndex:
         if short_numeric and (dataset, column) not in self.name_only:
             self.name_only.append((dataset, column))
 
+    def add_hash_arrays(self, dataset: str, column: str, h: Any, n: Any, numeric: Any) -> None:
+        """:meth:`add_hashed` for column arrays (a million values in well under a second)."""
+        hashes = np.asarray(h, dtype=np.uint64)
+        lengths = np.asarray(n, dtype=np.int64)
+        numeric_ = np.asarray(numeric, dtype=bool)
+        o = self._origin(dataset, column)
+        self.column_names[column.lower()] = (dataset, column)
+        long = lengths >= self.min_chars
+        self.long.update(dict.fromkeys(hashes[long].tolist(), o))
+        self.lengths.update(np.unique(lengths[long]).tolist())
+        short = ~long & ~numeric_ & (lengths >= 2)
+        self.short.update(dict.fromkeys(hashes[short].tolist(), o))
+        if bool((~long & numeric_).any()) and (dataset, column) not in self.name_only:
+            self.name_only.append((dataset, column))
+
     def hash_sql(self, column_sql: str) -> str:
         """A DuckDB select list giving ``(hash, length, numeric)`` for one column's values."""
         norm = f"lower(trim(CAST({column_sql} AS VARCHAR)))"
@@ -185,11 +201,11 @@ class IdentifierIndex:
                 continue
             for col in info.identifying_columns:
                 quoted = '"' + col.replace('"', '""') + '"'
-                rows = conn.execute(
+                cols = conn.sql(
                     f"SELECT DISTINCT {index.hash_sql(quoted)} FROM {relation} "  # noqa: S608
                     f"WHERE {quoted} IS NOT NULL"
-                ).fetchall()
-                index.add_hashed(name, col, rows)
+                ).fetchnumpy()
+                index.add_hash_arrays(name, col, cols["h"], cols["n"], cols["numeric"])
         index.add_canaries(canaries)
         return index
 

@@ -42,6 +42,7 @@ __all__ = [
     "CellSketches",
     "Iblt",
     "decode_difference",
+    "decode_many",
     "flatten_units",
     "iblt_of",
     "sketch_cells",
@@ -284,3 +285,58 @@ def decode_difference(a: Iblt, ai: int, b: Iblt, bi: int, limit: int) -> tuple[i
     if any(count) or any(key) or any(chk):
         return None
     return only_a, only_b
+
+
+def _buckets(h: U64) -> npt.NDArray[np.int64]:
+    """The IBLT bucket of each hash in each sub-table, shape (n, IBLT_HASHES)."""
+    sub = np.uint64(IBLT_SUBTABLE)
+    return np.stack(
+        [j * IBLT_SUBTABLE + (_mix(h, j + 1) % sub).astype(np.int64) for j in range(IBLT_HASHES)],
+        axis=1,
+    )
+
+
+def decode_many(
+    count: npt.NDArray[np.int64], key: U64, check: U64, limit: int
+) -> tuple[I64, npt.NDArray[np.bool_]]:
+    """Peel many difference IBLTs at once (rows of the arrays, modified in place).
+
+    Returns ``(peeled, settled)`` per row: ``settled`` with ``peeled <= limit`` means the
+    difference is exactly ``peeled`` units; ``peeled > limit`` means it is larger than
+    ``limit``; otherwise the table could not be peeled (unknown). One unit per row per
+    round, so at most ``limit + 1`` vectorised rounds.
+    """
+    rows = count.shape[0]
+    peeled = np.zeros(rows, dtype=np.int64)
+    active = np.ones(rows, dtype=bool)
+    mask32 = np.uint64(0xFFFFFFFF)
+    for _ in range(limit + 1):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        # only buckets holding a count of +-1 can be pure: check just those
+        r_loc, b_loc = np.nonzero(np.abs(count[idx]) == 1)
+        rr = idx[r_loc]
+        ok = check[rr, b_loc] == (_mix(key[rr, b_loc], _CHECK_SEED) & mask32)
+        rr, b_loc = rr[ok], b_loc[ok]
+        # one pure bucket per row per round (the first), so no unit is peeled twice
+        first = np.ones(rr.size, dtype=bool)
+        first[1:] = rr[1:] != rr[:-1]
+        rr, b_loc = rr[first], b_loc[first]
+        stuck = np.ones(idx.size, dtype=bool)
+        stuck[np.searchsorted(idx, rr)] = False
+        active[idx[stuck]] = False
+        if rr.size == 0:
+            break
+        h = key[rr, b_loc]
+        sign = count[rr, b_loc]
+        chk = _mix(h, _CHECK_SEED) & mask32
+        buckets = _buckets(h)
+        r = rr[:, None]
+        count[r, buckets] -= sign[:, None]
+        key[r, buckets] ^= h[:, None]
+        check[r, buckets] ^= chk[:, None]
+        peeled[rr] += 1
+        active[rr[peeled[rr] > limit]] = False
+    settled = np.asarray(~(count.any(axis=1) | key.any(axis=1) | check.any(axis=1)), dtype=bool)
+    return peeled, settled
