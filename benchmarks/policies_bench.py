@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import secrets
 import statistics
 import tempfile
@@ -22,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from policies.decision import JobAccess, decide
 from policies.desensitize import (
@@ -111,12 +114,8 @@ def main() -> None:
             f"({args.rows / desens / 1e6:5.2f} M rows/s); raw DuckDB copy {raw:5.2f} s "
             f"({desens / raw:4.1f}x)"
         )
+
     # The alternative design: HMAC in a vectorized (Arrow) Python UDF.
-    import hashlib
-    import hmac
-
-    import pyarrow as pa
-
     def udf(values: pa.Array) -> pa.Array:
         return pa.array(
             [
