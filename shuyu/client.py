@@ -31,7 +31,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from shuyu.api.schemas import (
     TERMINAL_STATES,
-    Budget,
+    BudgetView,
     DryRunReport,
     JobEvent,
     JobView,
@@ -265,9 +265,9 @@ class Client:
         )
         return ipc.open_stream(response.content).read_all()
 
-    def budget(self, scenario: str) -> Budget:
-        """The scenario's privacy budget: total, spent, reserved, left."""
-        return self._get(Budget, f"/v1/scenarios/{scenario}/budget")
+    def budget(self, scenario: str) -> BudgetView:
+        """The scenario's privacy budget: ε and δ in total, spent and left."""
+        return self._get(BudgetView, f"/v1/scenarios/{scenario}/budget")
 
     # --- reviewer --------------------------------------------------------------------------
     def reviews(self) -> list[ReviewItem]:

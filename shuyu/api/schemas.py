@@ -23,7 +23,7 @@ __all__ = [
     "AuditCheckpoint",
     "AuditEntryView",
     "AuditVerification",
-    "Budget",
+    "BudgetView",
     "CommentBody",
     "CreateDataRequest",
     "CreateToken",
@@ -32,7 +32,9 @@ __all__ = [
     "DecideDataRequest",
     "Decision",
     "DisableUser",
+    "DisclosureView",
     "DryRunReport",
+    "FlagView",
     "Health",
     "ImportDataset",
     "IssuedTokenView",
@@ -42,6 +44,7 @@ __all__ = [
     "Me",
     "OutputPreview",
     "ProductView",
+    "QuarterlyView",
     "Reason",
     "ReleaseView",
     "ReviewAnswersBody",
@@ -53,6 +56,7 @@ __all__ = [
     "SendBack",
     "SignedManifest",
     "SubmitJob",
+    "SupervisionView",
     "TokenView",
     "UserView",
     "View",
@@ -310,8 +314,19 @@ class DryRunReport(View):
     scenario_id: str
 
 
-class Budget(View):
+class BudgetView(View):
+    """A scenario's privacy budget; spending is approximate zCDP shown as (ε, δ)."""
+
     scenario_id: str
+    title: str = ""
+    epsilon_total: float
+    delta_total: float
+    epsilon_spent: float
+    delta_spent: float
+    rho_spent: float
+    epsilon_left: float
+    delta_left: float
+    charges: int
 
 
 # --- reviews -------------------------------------------------------------------------------
@@ -426,6 +441,59 @@ class ProductView(View):
     status: Literal["registered", "withdrawn"]
     registered_at: str | None = None
     withdrawn_at: str | None = None
+
+
+# --- supervision and reports ----------------------------------------------------------------
+class FlagView(View):
+    kind: str = Field(description="over_scope, over_purpose, unused_dataset, abnormal_rate...")
+    subject: str
+    message: str
+
+
+class SupervisionView(View):
+    scenario_id: str
+    operator_org: str
+    state: str
+    generated_at: str
+    window_days: int
+    decisions_allowed: int
+    decisions_denied: int
+    denied_by_category: dict[str, int]
+    flags: list[FlagView]
+
+
+class QuarterlyView(View):
+    scenario_id: str
+    quarter: str
+    operator_org: str
+    use_class: str
+    period_start: str
+    period_end: str
+    jobs_by_state: dict[str, int]
+    jobs_submitted: int
+    jobs_run: int
+    datasets_used: dict[str, int]
+    decisions_denied: int
+    outputs_released: int
+    outputs_rejected: int
+    epsilon_spent: float | None = None
+    delta_spent: float | None = None
+    fee_per_job_cny: str | None = None
+    fee_cny: str
+    notes: list[str]
+
+
+class DisclosureView(View):
+    scenario_id: str
+    title: str
+    operator_org: str
+    purpose: str
+    use_class: str
+    datasets: dict[str, list[str]]
+    providers: list[str]
+    valid_from: str
+    valid_until: str
+    state: str
 
 
 # --- audit ---------------------------------------------------------------------------------

@@ -18,10 +18,10 @@ from fastapi.templating import Jinja2Templates
 import shuyu
 from egress import review
 from enclave.audit import AuditLog
-from enclave.scenarios import ScenarioRecord
 from policies.errors import ShuyuError
 from shuyu.api.deps import Caller, authenticate_token
 from shuyu.api.errors import request_id_of
+from shuyu.api.routers.budgets import budget_of
 from shuyu.api.routers.releases import list_releases
 from shuyu.api.routers.reviews import table_preview
 from shuyu.console.i18n import Lang, translate
@@ -247,24 +247,6 @@ def queue_page(request: Request) -> HTMLResponse:
     )
 
 
-def scenario_budget(domain: Domain, record: ScenarioRecord) -> dict[str, Any]:
-    """A scenario's epsilon: its total, and what the privacy ledger says is spent."""
-    total = record.scenario.privacy_budget.epsilon
-    spent = spent_epsilon(domain, record.id)
-    return {
-        "scenario_id": record.id,
-        "title": record.scenario.title,
-        "total": total,
-        "spent": spent,
-        "left": None if spent is None else max(total - spent, 0.0),
-    }
-
-
-def spent_epsilon(domain: Domain, scenario_id: str) -> float | None:
-    """Epsilon charged to the scenario so far; None until the privacy ledger is installed."""
-    return None
-
-
 def _chart(preview: dict[str, Any], measures: dict[str, str]) -> dict[str, Any] | None:
     """Bars of the first measure by the first other column, when the output has both."""
     columns: list[str] = preview["columns"]
@@ -399,7 +381,7 @@ def releases_page(request: Request) -> HTMLResponse:
 def budgets_page(request: Request) -> HTMLResponse:
     caller = _caller(request)
     domain = _domain(request)
-    budgets = [scenario_budget(domain, r) for r in domain.scenarios.list_scenarios()]
+    budgets = [budget_of(domain, r) for r in domain.scenarios.list_scenarios()]
     return render(request, "budgets.html", page="budgets", caller=caller, budgets=budgets)
 
 

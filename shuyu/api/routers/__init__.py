@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from shuyu.api.routers import audit, datasets, releases, requests, reviews, scenarios, users
+from shuyu.api.routers import (
+    audit,
+    budgets,
+    datasets,
+    releases,
+    reports,
+    requests,
+    reviews,
+    scenarios,
+    users,
+)
 
 __all__ = ["ROUTERS"]
 
@@ -16,5 +26,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     reviews.router,
     releases.releases_router,
     releases.products_router,
+    budgets.router,
+    reports.router,
     audit.router,
 )
