@@ -846,6 +846,17 @@ class _Final:
     def read(self) -> None:
         projections: list[tuple[str | None, exp.Expression]] = []
         for proj in self.select.expressions:
+            if proj.find(exp.Subquery, exp.Select, exp.Exists) is not None:
+                raise _refuse(
+                    f"a subquery in the SELECT list is not allowed: `{_sql(proj)[:80]}`",
+                    "select aggregates of this query only; run another query for another number",
+                )
+            window = proj.find(exp.Window)
+            if window is not None:
+                raise _refuse(
+                    f"window function {_sql(window)} is not allowed",
+                    "window functions return row-level values; use GROUP BY with aggregates",
+                )
             if isinstance(proj, exp.Star) or (
                 isinstance(proj, exp.Column) and isinstance(proj.this, exp.Star)
             ):

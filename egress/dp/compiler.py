@@ -75,6 +75,11 @@ class NoisyPart:
     half_width_int: int  # 95% half-width of the noise, integer units (0 for histograms)
     grid: QuantileGrid | None = None
     alpha: tuple[int, int] | None = None  # quantile num/den
+    # declared sensitivities of the exact part for one unit added or removed: L1 and L2
+    # over the vector of groups, and the most one group can change (rows for histograms)
+    l1: float = 0.0
+    l2: float = 0.0
+    linf: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -251,6 +256,9 @@ class _Allocator:
                 0,
                 part.grid,
                 (num, den),
+                part.l1,
+                part.l2,
+                part.linf,
             )
         if mode == "zcdp":
             scale = gaussian_sigma_for_rho(part.l2, share)
@@ -267,6 +275,9 @@ class _Allocator:
             vector_cost(mode, scale, d_in),
             part.scale,
             half_width_95(mode, scale),
+            l1=part.l1,
+            l2=part.l2,
+            linf=part.linf,
         )
 
 
