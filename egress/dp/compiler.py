@@ -436,8 +436,9 @@ def compile_query(
     selection: Selection | None = None
     if selection_needed:
         m = plan.contribution_rows
-        l2 = math.ceil(math.sqrt(m))
-        scale = gaussian_sigma_for_rho(l2, selection_budget)
+        # OpenDP's threshold map charges l0 · l∞² = m for unit counts (each unit adds 1 to
+        # at most m groups), so σ for the share is √m / √(2ρ)
+        scale = gaussian_sigma_for_rho(math.sqrt(m), selection_budget)
         threshold, rho_sel, d_sel = partition_threshold(scale, m, delta_sel)
         selection = Selection(scale, threshold, rho_sel, d_sel)
 
