@@ -195,25 +195,37 @@ def find_pairs(
     new_iblt = iblt_of(new_values, new_offsets, uniq_rows)
     entries = index.entry[cells]
     erows = index.row[cells]
-    pairs: list[Pair] = []
-    for s in range(0, rows.size, _CHUNK):
-        sl = slice(s, s + _CHUNK)
-        p, e, er = pos[sl], entries[sl], erows[sl]
-        count = new_iblt.count[p].astype(np.int64)
-        key = new_iblt.keysum[p].copy()
-        check = new_iblt.check[p].astype(np.uint64)
-        for entry in np.unique(e).tolist():
-            sel = np.flatnonzero(e == entry)
-            old = index.iblt(int(entry))
-            count[sel] -= old.count[er[sel]].astype(np.int64)
-            key[sel] ^= old.keysum[er[sel]]
-            check[sel] ^= old.check[er[sel]].astype(np.uint64)
-        peeled, settled = decode_many(count, key, check, m - 1)
-        for i in np.flatnonzero((peeled < m) & (peeled > 0) | ((peeled < m) & ~settled)).tolist():
-            where = -1 if same_output else int(e[i])
-            diff = int(peeled[i]) if settled[i] else None
-            pairs.append(Pair(int(rows[s + i]), where, int(er[i]), diff))
-    return pairs
+
+    def settle(which: I64) -> list[Pair]:
+        found: list[Pair] = []
+        for s in range(0, which.size, _CHUNK):
+            sel_all = which[s : s + _CHUNK]
+            p, e, er = pos[sel_all], entries[sel_all], erows[sel_all]
+            count = new_iblt.count[p].astype(np.int64)
+            key = new_iblt.keysum[p].copy()
+            check = new_iblt.check[p].astype(np.uint64)
+            for entry in np.unique(e).tolist():
+                sel = np.flatnonzero(e == entry)
+                old = index.iblt(int(entry))
+                count[sel] -= old.count[er[sel]].astype(np.int64)
+                key[sel] ^= old.keysum[er[sel]]
+                check[sel] ^= old.check[er[sel]].astype(np.uint64)
+            peeled, settled = decode_many(count, key, check, m - 1)
+            close = (peeled < m) & ((peeled > 0) | ~settled)
+            for i in np.flatnonzero(close).tolist():
+                where = -1 if same_output else int(e[i])
+                diff = int(peeled[i]) if settled[i] else None
+                found.append(Pair(int(rows[sel_all[i]]), where, int(er[i]), diff))
+        return found
+
+    # a row is blocked by one close pair: settle each row's first candidate, then the
+    # other candidates only of rows not already blocked
+    first = np.ones(rows.size, dtype=bool)
+    first[1:] = rows[1:] != rows[:-1]
+    pairs = settle(np.flatnonzero(first))
+    blocked = np.array(sorted({p.row for p in pairs if p.difference is not None}), np.int64)
+    rest = np.flatnonzero(~first & ~np.isin(rows, blocked))
+    return pairs + settle(rest)
 
 
 def check_differencing(

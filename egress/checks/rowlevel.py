@@ -196,13 +196,17 @@ def _numeric_values(column: pa.ChunkedArray) -> npt.NDArray[np.float64]:
     return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
-def _align(output: OutputSpec, source: SourceRows) -> list[Alignment]:
+def _align(output: OutputSpec, source: SourceRows, min_units: int) -> list[Alignment]:
     table = output.table
     kinds = source.column_kinds()
     by_lower = {c.lower(): c for c in kinds}
     aligned: list[Alignment] = []
     used: set[str] = set()
     records = set(output.record_columns)
+    if output.stats is not None and bool((output.stats.n_units >= min_units).all()):
+        # a declared sum or mean over at least min_units units is not one record's value;
+        # only when some cell rests on fewer is it worth looking for it in the source
+        records -= set(output.measures_of("sum", "mean"))
     for col in table.column_names:
         out_kind = column_kind(table.column(col).type)
         q = quantum(_numeric_values(table.column(col))) if out_kind == "numeric" else None
@@ -240,7 +244,7 @@ def check_row_level(
     records = set(output.record_columns)
     for name in sorted(sources):
         source = sources[name]
-        aligned = _align(output, source)
+        aligned = _align(output, source, thresholds.min_cell_units)
         if not any(a.output in records for a in aligned):
             continue
         counts = source.match_counts(output.table, aligned)
