@@ -543,6 +543,41 @@ class Ledger:
             self._keys.create(conn, *_KEY)
         return key_id, self._keys.get(conn, key_id)
 
+    def report(
+        self, bind: Engine | Connection, scenario_id: str, budget: Budget | None
+    ) -> dict[str, Any]:
+        """The scenario's budget and every charge, as plain data (for the CLI and the API).
+
+        `budget` is the scenario's; None falls back to the total last recorded by a charge.
+        """
+        budget = budget or self.stored_budget(bind, scenario_id)
+        if budget is None:
+            raise EgressError(
+                f"no scenario {scenario_id!r} and no DP charges for it",
+                code="egress.unknown_scenario",
+                kind="not_found",
+                hint="check the id with `shuyu scenario list`",
+            )
+        status = self.status(bind, scenario_id, budget)
+        return {
+            **status.to_dict(),
+            "per_job_epsilon": budget.per_job_epsilon,
+            "per_job_delta": budget.per_job_delta,
+            "charges": [
+                {
+                    "job_id": c.job_id,
+                    "epsilon": c.epsilon,
+                    "delta": c.delta,
+                    "rho": c.rho,
+                    "delta_approx": c.delta_approx,
+                    "pure": c.pure,
+                    "query_key": c.query_key,
+                    "created_at": c.created_at.isoformat(),
+                }
+                for c in self.charges(bind, scenario_id)
+            ],
+        }
+
     # -- integrity ------------------------------------------------------------------------
     def verify(self, bind: Engine | Connection, scenario_id: str) -> bool:
         """The budget row's totals equal the sum of the scenario's charges."""

@@ -13,6 +13,7 @@ from functools import cached_property
 from sqlalchemy.engine import Engine
 
 from egress.gate import Gate
+from egress.ledger import Ledger
 from enclave.audit import AuditLog
 from enclave.db import load_all_tables, make_engine, migrate
 from enclave.decisions import AccessService
@@ -107,6 +108,11 @@ class Domain:
             self.settings.releases_dir,
             authorize=self.identity.require,
         )
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        """The privacy ledger: DP charges and released answers (egress.ledger)."""
+        return Ledger(self.audit, self.keys)
 
     def close(self) -> None:
         if self._engine is not None:
