@@ -115,7 +115,7 @@ class UserView(View):
 class AddUser(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=2, max_length=64, examples=["wang.li"])
+    id: str = Field(pattern=r"^[a-z][a-z0-9._-]{1,63}$", examples=["wang.li"])
     org: str = Field(min_length=1, max_length=128)
     roles: list[Literal["authority", "provider", "operator", "reviewer", "auditor"]] = Field(
         min_length=1

@@ -24,7 +24,9 @@ MAX_PAGE = 1000
 def entries(
     domain: DomainDep,
     _: Annotated[Caller, Depends(READERS)],
-    after_seq: Annotated[int, Query(ge=0, description="Entries after this sequence number.")] = 0,
+    after_seq: Annotated[
+        int, Query(ge=0, le=2**62, description="Entries after this sequence number.")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     since: Annotated[datetime | None, Query(description="Only entries at or after.")] = None,
 ) -> Any:

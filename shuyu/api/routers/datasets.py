@@ -86,7 +86,7 @@ def show_dataset(
     domain: DomainDep,
     _: Annotated[Caller, Depends(EVERYONE)],
     name: str,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=2**31)] = None,
 ) -> Any:
     """One dataset's catalog entry and data items (no data)."""
     return view(domain.store.get(name, version))
@@ -110,7 +110,7 @@ def delete_dataset(
     domain: DomainDep,
     caller: Annotated[Caller, Depends(IMPORTERS)],
     name: str,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=2**31)] = None,
 ) -> Any:
     """Crypto-shred a dataset (all versions, or one): keys destroyed, irreversible (R6.3)."""
     _own_or_authority(caller, domain.store.get(name, version).owner_org, f"dataset {name!r}")

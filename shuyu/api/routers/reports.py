@@ -37,7 +37,7 @@ def quarterly(
     domain: DomainDep,
     caller: Annotated[Caller, Depends(QUARTERLY)],
     scenario_id: str,
-    quarter: Annotated[str, Query(pattern=r"^\d{4}-?[Qq][1-4]$", examples=["2026Q3"])],
+    quarter: Annotated[str, Query(pattern=r"^(19|20|21)\d{2}-?[Qq][1-4]$", examples=["2026Q3"])],
 ) -> Any:
     """One quarter of a scenario: jobs, data used, outputs, budget, fees (R6.4)."""
     return quarterly_report(domain, caller.user_id, scenario_id, quarter).to_dict()
