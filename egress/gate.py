@@ -172,13 +172,29 @@ class Gate:
                 sa.select(egress_reports).where(egress_reports.c.job_id == job_id)
             ).first()
             if existing is not None:
-                return GateResult(
+                done = GateResult(
                     job_id,
                     existing.route,
                     existing.verdict,
                     existing.report_sha256,
                     int(existing.required_reviewers),
                 )
+                # an auto-release that crashed after the report was kept: finish it now
+                if existing.route != "auto_released" or get_job(conn, job_id).state != "gated":
+                    return done
+        if existing is not None:
+            from egress.release import release_job
+
+            rel = release_job(self, job_id, actor=actor, auto=True)
+            return GateResult(
+                done.job_id,
+                done.route,
+                done.verdict,
+                done.report_sha256,
+                done.required_reviewers,
+                rel.release_id,
+            )
+        with self.engine.begin() as conn:
             job = get_job(conn, job_id)
             if job.state == "computed":
                 transition(conn, self.audit, job_id, "gated", actor=actor)

@@ -358,3 +358,26 @@ def test_the_audit_log_still_verifies_after_a_full_cycle(world: World) -> None:
         assert c.execute(sa.select(egress_products.c.status)).scalar() == "registered"
     assert product["sources"][0]["acquired_at"] == "2026-03-01"
     assert product["sources"][0]["provider"]["code"] == "GOV-CA-01"
+
+
+def test_an_auto_release_that_crashed_is_finished_by_a_retry(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import egress.release as release_mod
+
+    out = aggregate(world.conn, ["district"], [COUNT], mode="dp_aggregate")
+    job = computed_job(world.domain, output_mode="dp_aggregate", params={"datasets": ["people"]})
+    gate = world.domain.gate
+    report = gate.check(job, [out], identifiers=world.index, sources=world.sources)
+    real = release_mod.release_job
+
+    def crash(*_: Any, **__: Any) -> Any:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(release_mod, "release_job", crash)
+    with pytest.raises(OSError):
+        gate.submit(job, [out], report, auto_release_clean_dp=True)
+    assert world.state(job) == "gated"
+    monkeypatch.setattr(release_mod, "release_job", real)
+    result = gate.submit(job, [out], report, auto_release_clean_dp=True)
+    assert result.release_id is not None and world.state(job) == "auto_released"
