@@ -48,3 +48,19 @@ def data(
         f"import it with: shuyu dataset import {files.data_path} --name residents "
         f"--meta {files.meta_path}"
     )
+
+
+@app.command()
+def run(
+    rows: Annotated[
+        int, typer.Option(min=1_000, max=10_000_000, help="Synthetic residents to generate.")
+    ] = 1_000_000,
+) -> None:
+    """The whole flow end to end in $SHUYU_HOME: every role, DP and SDC jobs, reviews,
+    signed releases, the audit log."""
+    from shuyu.demo import run_demo
+    from shuyu.settings import load_settings
+
+    result = run_demo(load_settings(), rows=rows, say=lambda m: console.print(m, highlight=False))
+    if not result.audit_ok:
+        raise typer.Exit(2)

@@ -1,0 +1,843 @@
+"""Job orchestration: the one place that walks a job through the whole domain.
+
+    submit ──► compile (egress.dp) ──► decide (enclave.decisions, audited) ──► authorized
+    JobRunner / run_job:
+      authorized ──► running ──► key release (enclave.key_release: job, image, policy hash)
+                 ──► sandbox (operator's session) ──► computed
+                 ──► DP: OpenDP noise + ledger charge, one transaction (egress.ledger)
+                     SDC: trusted statistics query + identifier hashes, in sandboxes
+                 ──► gate (egress.gate: checks, report, seal) ──► pending_review |
+                     auto_released | refused (blocked)
+
+Everything a job needs to resume is in its row (code, params, policy hash), so a restarted
+service finishes what a crashed one started: :meth:`JobRunner.recover` re-queues
+``authorized`` jobs and fails ``running``/``computed`` ones whose sandbox is gone — a job
+that failed before its noisy values existed has charged nothing, because the charge and the
+noisy values commit together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlglot import exp
+
+from egress.checks import Finding, IdentifierIndex, OutputSpec
+from egress.checks.inputs import MeasureKind, OutputStats
+from egress.checks.stats_sql import Measure, cell_stats_sql
+from egress.dp import CompiledQuery, DatasetCatalog, apply_noise, compile_query
+from egress.dp.analyze import Plan, analyze
+from egress.errors import QueryRefused
+from egress.ledger import Budget, Ledger
+from enclave.errors import EnclaveError
+from enclave.identity import User
+from enclave.jobstore import Job, create_job, get_job, transition
+from enclave.jobstore import list_jobs as _list_jobs
+from enclave.key_release import KeyReleaseService, ReleaseClaims
+from enclave.store import DatasetRecord
+from enclave.tables import jobs as jobs_table
+from policies.decision import JobAccess
+from policies.errors import ShuyuError
+from policies.scenario import Scenario
+from sandbox.job import JobOutput, JobSpec, TableGrant
+from shuyu.context import Domain
+from shuyu.errors import ServiceError
+
+__all__ = [
+    "JobRunner",
+    "Sandboxes",
+    "cancel",
+    "get",
+    "list_jobs",
+    "result_table",
+    "run_job",
+    "submit",
+]
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_EPSILON = 1.0  # when the operator names neither ε nor an accuracy target
+_SDC_MEASURES: dict[str, MeasureKind] = {"count": "count", "sum": "sum", "avg": "mean"}
+
+
+# --- sandboxes ---------------------------------------------------------------------------
+
+
+class Sandboxes:
+    """The Docker side of the domain: the recorded image, the limits, the warm pool."""
+
+    def __init__(self, domain: Domain) -> None:
+        self._domain = domain
+        self._lock = threading.Lock()
+
+    @cached_property
+    def client(self) -> Any:
+        from sandbox.engine import docker_client
+
+        return docker_client()
+
+    @cached_property
+    def image_id(self) -> str:
+        from sandbox.image_record import current_image_id
+
+        with self._domain.engine.connect() as conn:
+            return current_image_id(conn)
+
+    @cached_property
+    def limits(self) -> Any:
+        from sandbox.limits import SandboxLimits
+
+        s = self._domain.settings
+        return SandboxLimits(
+            memory_bytes=s.sandbox_memory_bytes,
+            pids_limit=s.sandbox_pids_limit,
+            cpus=s.sandbox_cpus,
+            tmpfs_bytes=s.sandbox_tmpfs_bytes,
+            timeout_s=s.sandbox_timeout_s,
+            max_output_bytes=s.max_output_bytes,
+            runtime=s.sandbox_runtime,
+        )
+
+    @cached_property
+    def pool(self) -> Any:
+        """The warm pool, or None when ``warm_pool_size`` is 0."""
+        s = self._domain.settings
+        if s.warm_pool_size <= 0:
+            return None
+        from sandbox.pool import WarmPool
+
+        pool = WarmPool(
+            self.client,
+            self.image_id,
+            self.limits,
+            s.store_dir,
+            size=s.warm_pool_size,
+            idle_s=s.warm_session_idle_s,
+        )
+        pool.start()
+
+        # A closed scenario's warm sessions die with it (R6.2, R6.3).
+        def close_sessions(event: Any) -> None:
+            pool.destroy_sessions(event.scenario_id)
+
+        self._domain.scenarios.hooks.on_scenario_closed(close_sessions)
+        return pool
+
+    def run(self, spec: JobSpec, *, warm: bool) -> JobOutput:
+        """Run one job: in the operator's warm session when allowed, else a cold container."""
+        if warm and self.pool is not None:
+            out: JobOutput = self.pool.run(spec)
+            return out
+        from sandbox.docker_executor import DockerExecutor
+        from sandbox.executor import run_job as run_in
+
+        executor = DockerExecutor(
+            self.client, self.image_id, self.limits, self._domain.settings.store_dir
+        )
+        return run_in(executor, spec)
+
+    def close(self) -> None:
+        if "pool" in self.__dict__ and self.pool is not None:
+            self.pool.close()
+
+
+def sandboxes(domain: Domain) -> Sandboxes:
+    """The domain's one :class:`Sandboxes` (created on first use)."""
+    with _SANDBOXES_LOCK:
+        sb = _SANDBOXES.get(id(domain))
+        if sb is None:
+            sb = _SANDBOXES[id(domain)] = Sandboxes(domain)
+        return sb
+
+
+_SANDBOXES: dict[int, Sandboxes] = {}
+_SANDBOXES_LOCK = threading.Lock()
+
+
+# --- reading the query -------------------------------------------------------------------
+
+
+def _catalog_for(domain: Domain) -> Callable[[str], DatasetCatalog]:
+    records: dict[str, DatasetRecord] = {}
+
+    def lookup(name: str) -> DatasetCatalog:
+        rec = records.get(name)
+        if rec is None:
+            rec = records[name] = domain.store.get(name)
+        return DatasetCatalog.from_meta(
+            rec.meta.to_json(),
+            name=rec.name,
+            version=rec.version,
+            unit_bound_verified=rec.unit_bound_verified,
+        )
+
+    return lookup
+
+
+def _columns_of(plan: Plan) -> dict[str, set[str]]:
+    """Every column the operator's query reads, by dataset name."""
+    alias_to = {o.alias: o.catalog.name for o in plan.occurrences}
+    used: dict[str, set[str]] = {o.catalog.name: set() for o in plan.occurrences}
+    nodes: list[exp.Expression] = list(plan.conditions)
+    nodes += [k.expr for k in plan.group_keys]
+    for a in plan.aggregates:
+        nodes += [n for n in (a.arg, a.filter) if n is not None]
+    for node in nodes:
+        for col in node.find_all(exp.Column):
+            ds = alias_to.get(col.table) or (next(iter(used)) if len(used) == 1 else None)
+            if ds is not None:
+                used[ds].add(col.name.lower())
+    return used
+
+
+def _scenario(domain: Domain, scenario_id: str) -> Scenario:
+    rec = domain.scenarios.find(scenario_id)
+    if rec is None:
+        raise ServiceError(
+            f"no scenario {scenario_id}",
+            code="service.scenario_not_found",
+            kind="not_found",
+            hint="check the id with `shuyu scenario list`",
+        )
+    return rec.scenario
+
+
+def _epsilon_delta(s: Scenario, epsilon: float | None, accuracy: Any) -> tuple[float | None, float]:
+    delta = float(s.privacy_budget.per_job_delta or 0.0)
+    if epsilon is None and accuracy is None:
+        epsilon = min(_DEFAULT_EPSILON, float(s.privacy_budget.per_job_epsilon))
+    return epsilon, delta
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What compiling a job yields: the SQL the sandbox runs and what it reads."""
+
+    columns: dict[str, set[str]]
+    compiled: CompiledQuery | None = None
+    plan: Plan | None = None
+
+
+def _prepare(
+    domain: Domain,
+    job_kind: str,
+    output_mode: str,
+    code: str,
+    s: Scenario,
+    params: Mapping[str, Any],
+) -> _Prepared:
+    if job_kind == "python":
+        # A Python job sees its scenario's datasets, as the desensitized sample view's columns.
+        return _Prepared({name: set(scope.columns) for name, scope in s.datasets.items()})
+    if output_mode == "dp_aggregate":
+        catalog_for = _catalog_for(domain)
+        compiled = compile_query(
+            code,
+            catalog_for,
+            epsilon=params.get("epsilon"),
+            accuracy=params.get("accuracy"),
+            delta=float(params.get("delta", 0.0)),
+            seed=int(params["seed"]),
+        )
+        plan = analyze(code, catalog_for)
+        return _Prepared(_columns_of(plan), compiled=compiled, plan=plan)
+    if output_mode == "sdc_aggregate":
+        plan = analyze(code, _catalog_for(domain))
+        _sdc_shape(plan)  # refuse early what the statistics query cannot express
+        return _Prepared(_columns_of(plan), plan=plan)
+    raise QueryRefused(
+        f"a SQL job cannot have output mode {output_mode!r}",
+        hint="SQL jobs release dp_aggregate or sdc_aggregate outputs; models come from Python jobs",
+    )
+
+
+def _strip_alias(node: exp.Expression) -> str:
+    def unqualify(n: exp.Expression) -> exp.Expression:
+        if isinstance(n, exp.Column):
+            return exp.column(n.name, quoted=True)
+        return n
+
+    return node.copy().transform(unqualify).sql(dialect="duckdb")
+
+
+def _sdc_shape(plan: Plan) -> tuple[str, list[str], list[Measure], str | None]:
+    """(dataset, key columns, measures, trusted WHERE) of a disclosure-checked aggregate."""
+    if len(plan.occurrences) != 1:
+        raise QueryRefused(
+            "a disclosure-checked aggregate reads one dataset",
+            hint="join in a dp_aggregate job, or aggregate each dataset alone",
+        )
+    keys: list[str] = []
+    for k in plan.group_keys:
+        if not isinstance(k.expr, exp.Column) or k.name.lower() != k.expr.name.lower():
+            raise QueryRefused(
+                f"group key {k.name!r} is an expression",
+                hint="disclosure-checked aggregates group by plain columns; use a "
+                "dp_aggregate job to group by an expression",
+            )
+        keys.append(k.expr.name)
+    measures: list[Measure] = []
+    for a in plan.visible:
+        kind = _SDC_MEASURES.get(a.kind)
+        arg_ok = a.arg is None or isinstance(a.arg, exp.Column)
+        if kind is None or not arg_ok or a.filter is not None:
+            raise QueryRefused(
+                f"aggregate {a.written or a.name!r} is not COUNT, SUM or AVG of a column",
+                hint="disclosure-checked aggregates allow COUNT(*), COUNT(col), SUM(col), "
+                "AVG(col); for other statistics use a dp_aggregate job",
+            )
+        col = a.arg.name if isinstance(a.arg, exp.Column) else None
+        measures.append(Measure(a.name, kind, col))
+    if plan.having is not None or plan.order or plan.limit is not None:
+        raise QueryRefused(
+            "HAVING, ORDER BY and LIMIT are not applied to disclosure-checked aggregates",
+            hint="sort and filter the released table yourself",
+        )
+    where = " AND ".join(f"({_strip_alias(c)})" for c in plan.conditions) or None
+    return plan.occurrences[0].catalog.name, keys, measures, where
+
+
+# --- submit ------------------------------------------------------------------------------
+
+
+def submit(
+    domain: Domain,
+    user: User,
+    scenario_id: str,
+    *,
+    kind: str,
+    code: str,
+    output_mode: str,
+    epsilon: float | None = None,
+    accuracy: Any = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Check, price and authorize a job; queue it (or, with ``dry_run``, only report).
+
+    A dry run touches no data and charges nothing: it returns the rewritten SQL, the
+    privacy cost, the budget left after it, the expected error of every output column, and
+    the access decision with every reason.
+    """
+    s = _scenario(domain, scenario_id)
+    eps, delta = (
+        _epsilon_delta(s, epsilon, accuracy) if output_mode == "dp_aggregate" else (None, 0.0)
+    )
+    seed = int.from_bytes(hashlib.sha256(f"{scenario_id}|{code}".encode()).digest()[:4], "big")
+    params: dict[str, Any] = {"epsilon": eps, "accuracy": accuracy, "delta": delta, "seed": seed}
+    prepared = _prepare(domain, kind, output_mode, code, s, params)
+    access = JobAccess(
+        columns={k: frozenset(v) for k, v in prepared.columns.items()},
+        kind=kind,
+        output_mode=output_mode,
+        epsilon=eps,
+        delta=delta if output_mode == "dp_aggregate" else None,
+    )
+    ledger = Ledger(domain.audit, domain.keys)
+    budget = Budget.of(s.privacy_budget)
+    if dry_run:
+        decision = domain.access.decide_job(user.id, scenario_id, access)
+        report: dict[str, Any] = {
+            "scenario_id": scenario_id,
+            "allowed": decision.allowed,
+            "decision": decision.to_dict(),
+            "columns_read": {k: sorted(v) for k, v in prepared.columns.items()},
+        }
+        if prepared.compiled is not None:
+            status = ledger.status(domain.engine, scenario_id, budget)
+            report["dp"] = _jsonable(asdict(prepared.compiled.report))
+            report["budget_left_before"] = status.to_dict()
+            report["budget_left_after"] = {
+                "epsilon": max(0.0, status.epsilon_left - prepared.compiled.cost.epsilon),
+            }
+            report["repeat"] = (
+                ledger.lookup(domain.engine, scenario_id, prepared.compiled.query_key) is not None
+            )
+        return report
+    if prepared.compiled is not None:
+        params["query_key"] = prepared.compiled.query_key
+        params["cost"] = {
+            "epsilon": prepared.compiled.cost.epsilon,
+            "delta": prepared.compiled.cost.delta,
+        }
+        # Refuse before queueing when the budget cannot pay (and it is not a repeat).
+        if ledger.lookup(domain.engine, scenario_id, prepared.compiled.query_key) is None:
+            ledger.check(domain.engine, scenario_id, prepared.compiled.cost, budget)
+    params["columns"] = {k: sorted(v) for k, v in prepared.columns.items()}
+    with domain.engine.begin() as conn:
+        job = create_job(
+            conn,
+            domain.audit,
+            scenario_id=scenario_id,
+            submitter=user.id,
+            kind=kind,
+            output_mode=output_mode,
+            code=code,
+            params=params,
+        )
+    try:
+        decision = domain.access.authorize_job(user.id, scenario_id, access, job_id=job.id)
+    except ShuyuError as exc:
+        with domain.engine.begin() as conn:
+            transition(
+                conn,
+                domain.audit,
+                job.id,
+                "refused",
+                actor="system",
+                error_code=exc.code,
+                error_message=exc.message,
+            )
+        raise
+    with domain.engine.begin() as conn:
+        transition(
+            conn,
+            domain.audit,
+            job.id,
+            "authorized",
+            actor="system",
+            policy_hash=decision.policy_hash,
+        )
+        return get_job(conn, job.id).view()
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float | int | str | bool) or obj is None:
+        return obj
+    return str(obj)
+
+
+# --- reading jobs ------------------------------------------------------------------------
+
+
+def _may_see(user: User, job: Job) -> bool:
+    if user.id == job.submitter:
+        return True
+    return any(user.has(r) for r in ("authority", "reviewer", "auditor"))
+
+
+def get(domain: Domain, user: User, job_id: str) -> dict[str, Any]:
+    with domain.engine.connect() as conn:
+        job = get_job(conn, job_id)
+    if not _may_see(user, job):
+        raise EnclaveError(
+            f"no job {job_id}",
+            code="enclave.job_not_found",
+            kind="not_found",
+            hint="check the job id (`shuyu job list`)",
+        )
+    return job.view()
+
+
+def list_jobs(domain: Domain, user: User, scenario_id: str | None = None) -> list[dict[str, Any]]:
+    with domain.engine.connect() as conn:
+        found = _list_jobs(conn, scenario_id=scenario_id)
+    return [j.view() for j in found if _may_see(user, j)]
+
+
+def cancel(domain: Domain, user: User, job_id: str) -> dict[str, Any]:
+    with domain.engine.begin() as conn:
+        job = get_job(conn, job_id)
+        if user.id != job.submitter and not user.has("authority"):
+            raise ServiceError(
+                f"only the submitter or an authority may cancel {job_id}",
+                code="service.forbidden",
+                kind="forbidden",
+                hint="ask the submitter to cancel it",
+            )
+        transition(conn, domain.audit, job_id, "cancelled", actor=user.id)
+        return get_job(conn, job_id).view()
+
+
+def result_table(domain: Domain, user: User, job_id: str) -> pa.Table:
+    """The released result of a job; refused until the job is released."""
+    with domain.engine.connect() as conn:
+        job = get_job(conn, job_id)
+    if not _may_see(user, job):
+        raise EnclaveError(
+            f"no job {job_id}",
+            code="enclave.job_not_found",
+            kind="not_found",
+            hint="check the job id (`shuyu job list`)",
+        )
+    if job.state not in ("released", "auto_released"):
+        raise ServiceError(
+            f"job {job_id} is {job.state}; only released results can be downloaded",
+            code="service.not_released",
+            kind="conflict",
+            hint="wait for a reviewer to approve it (`shuyu job show`)",
+        )
+    with domain.engine.connect() as conn:
+        outputs = domain.gate.load_outputs(conn, job_id)
+    return outputs[0].table
+
+
+# --- running -----------------------------------------------------------------------------
+
+
+def _fail(domain: Domain, job_id: str, exc: ShuyuError) -> None:
+    with domain.engine.begin() as conn:
+        try:
+            transition(
+                conn,
+                domain.audit,
+                job_id,
+                "failed",
+                actor="system",
+                error_code=exc.code,
+                error_message=str(exc),
+            )
+        except ShuyuError:
+            log.warning("job %s could not be marked failed", job_id)
+
+
+def _release_keys(
+    domain: Domain,
+    job: Job,
+    columns: Mapping[str, Collection[str]],
+    records: Mapping[str, DatasetRecord],
+    *,
+    actor: str,
+) -> dict[str, bytes]:
+    sb = sandboxes(domain)
+    service = KeyReleaseService(domain.keys, domain.audit)
+    by_id = {records[name].id: set(cols) for name, cols in columns.items()}
+    with domain.engine.connect() as conn:
+        key_ids = service.required_key_ids(conn, by_id)
+    claims = ReleaseClaims(
+        job_id=job.id,
+        image_id=sb.image_id,
+        policy_hash=job.policy_hash or "",
+        columns=by_id,
+        key_ids=key_ids,
+    )
+    return service.release(
+        domain.engine, claims, trusted_image_id=sb.image_id, authorized=by_id, actor=actor
+    )
+
+
+def _spec(
+    job: Job,
+    code: str,
+    columns: Mapping[str, Collection[str]],
+    records: Mapping[str, DatasetRecord],
+    keys: Mapping[str, bytes],
+    *,
+    suffix: str = "",
+) -> JobSpec:
+    return JobSpec(
+        job_id=job.id + suffix,
+        kind="python" if job.kind == "python" and not suffix else "sql",
+        code=code,
+        tables={
+            n: TableGrant(path=records[n].path, columns=tuple(sorted(c)))
+            for n, c in columns.items()
+        },
+        keys=keys,
+        operator=job.submitter,
+        scenario_id=job.scenario_id,
+    )
+
+
+def run_job(domain: Domain, job_id: str) -> dict[str, Any]:
+    """Run one authorized job to the gate; returns its view. Safe to call twice."""
+    with domain.engine.connect() as conn:
+        job = get_job(conn, job_id)
+    if job.state != "authorized":
+        return job.view()
+    try:
+        if not domain.scenarios.is_open(job.scenario_id):
+            raise ServiceError(
+                f"scenario {job.scenario_id} is closed",
+                code="service.scenario_closed",
+                kind="conflict",
+                hint="the authority suspended, revoked or let it expire",
+            )
+        with domain.engine.begin() as conn:
+            if not transition(conn, domain.audit, job_id, "running", actor="system"):
+                return get_job(conn, job_id).view()
+        _run(domain, job)
+    except ShuyuError as exc:
+        _fail(domain, job_id, exc)
+    with domain.engine.connect() as conn:
+        return get_job(conn, job_id).view()
+
+
+def _run(domain: Domain, job: Job) -> None:
+    s = _scenario(domain, job.scenario_id)
+    params = dict(job.params)
+    prepared = _prepare(domain, job.kind, job.output_mode, job.code, s, params)
+    records = {name: domain.store.get(name) for name in prepared.columns}
+    sb = sandboxes(domain)
+    if prepared.compiled is not None:
+        _run_dp(domain, job, s, prepared.compiled, prepared, records, sb)
+    elif job.output_mode == "sdc_aggregate" and prepared.plan is not None:
+        _run_sdc(domain, job, s, prepared.plan, records, sb)
+    else:
+        raise ServiceError(
+            "Python jobs are not wired to the gate yet in this build",
+            code="service.not_implemented",
+            kind="conflict",
+            hint="submit SQL jobs (dp_aggregate or sdc_aggregate)",
+        )
+
+
+def _with_units(
+    prepared_cols: Mapping[str, set[str]], records: Mapping[str, DatasetRecord]
+) -> dict[str, set[str]]:
+    """The operator's columns plus each dataset's privacy unit, which trusted bounding uses."""
+    out = {n: set(c) for n, c in prepared_cols.items()}
+    for n in out:
+        unit = records[n].meta.privacy_unit
+        if unit:
+            out[n].add(unit)
+    return out
+
+
+def _run_dp(
+    domain: Domain,
+    job: Job,
+    s: Scenario,
+    compiled: CompiledQuery,
+    prepared: _Prepared,
+    records: Mapping[str, DatasetRecord],
+    sb: Sandboxes,
+) -> None:
+    ledger = Ledger(domain.audit, domain.keys)
+    earlier = ledger.lookup(domain.engine, job.scenario_id, compiled.query_key)
+    if earlier is None:
+        columns = _with_units(prepared.columns, records)
+        keys = _release_keys(domain, job, columns, records, actor="system")
+        out = sb.run(_spec(job, compiled.rewritten_sql, columns, records, keys), warm=True)
+        with domain.engine.begin() as conn:
+            transition(conn, domain.audit, job.id, "computed", actor="system")
+        noisy = apply_noise(compiled, out.result)
+        noisy = ledger.charge_and_record(
+            domain.engine,
+            scenario_id=job.scenario_id,
+            job_id=job.id,
+            compiled=compiled,
+            result=noisy,
+            budget=Budget.of(s.privacy_budget),
+            actor=job.submitter,
+        ).result
+    else:
+        # A repeat: the earlier noisy answer, charged nothing — averaging gains nothing.
+        with domain.engine.begin() as conn:
+            transition(
+                conn,
+                domain.audit,
+                job.id,
+                "computed",
+                actor="system",
+                details={"repeat_of_query": compiled.query_key},
+            )
+        noisy = earlier
+    measures: dict[str, MeasureKind] = {}
+    for o in compiled.outputs:
+        kind = _SDC_MEASURES.get(o.kind)
+        if kind is not None and not o.hidden and o.name in noisy.table.column_names:
+            measures[o.name] = kind
+    spec = OutputSpec(
+        name="result",
+        table=noisy.table,
+        datasets=tuple(records),
+        mode="dp_aggregate",
+        measures=measures,
+    )
+    with domain.engine.begin() as conn:
+        transition(conn, domain.audit, job.id, "gated", actor="system")
+    domain.gate.process(
+        job.id,
+        [spec],
+        identifiers=IdentifierIndex.empty(),
+        precomputed=_aggregate_only("DP"),
+        auto_release_clean_dp=s.auto_release_clean_dp,
+    )
+
+
+def _run_sdc(
+    domain: Domain,
+    job: Job,
+    s: Scenario,
+    plan: Plan,
+    records: Mapping[str, DatasetRecord],
+    sb: Sandboxes,
+) -> None:
+    dataset, keys, measures, where = _sdc_shape(plan)
+    rec = records[dataset]
+    unit = rec.meta.privacy_unit
+    if not unit:
+        raise QueryRefused(
+            f"dataset {dataset} has no privacy unit",
+            hint="disclosure checks count units; ask the provider to declare one",
+        )
+    index = IdentifierIndex.empty()
+    # The statistics query is trusted SQL, written here from the parsed query: it returns
+    # the aggregates and, per cell, the units behind it and the largest contributions.
+    sql = cell_stats_sql(f'"{dataset}"', keys, measures, unit, index.salt_sql, where)
+    cols = {dataset: set(keys) | {m.column for m in measures if m.column} | {unit}}
+    cols[dataset] |= set(_columns_of(plan).get(dataset, set()))
+    release = _release_keys(domain, job, cols, records, actor="system")
+    out = sb.run(_spec(job, sql, cols, records, release), warm=True)
+    # Still `running`: the gate's own trusted run needs keys, which only a running job gets.
+    identifiers = _identifier_index(domain, job, rec, index, sb)
+    with domain.engine.begin() as conn:
+        transition(conn, domain.audit, job.id, "computed", actor="system")
+    result = out.result
+    sums = [m.name for m in measures if m.kind != "count"]
+    stats = OutputStats.from_arrow(result, sums)
+    output = OutputSpec(
+        name="result",
+        table=result.select([*keys, *(m.name for m in measures)]),
+        datasets=(dataset,),
+        mode="sdc_aggregate",
+        measures={m.name: m.kind for m in measures},
+        keys=tuple(keys),
+        stats=stats,
+    )
+    with domain.engine.begin() as conn:
+        transition(conn, domain.audit, job.id, "gated", actor="system")
+    domain.gate.process(
+        job.id, [output], identifiers=identifiers, precomputed=_aggregate_only("disclosure-checked")
+    )
+
+
+def _identifier_index(
+    domain: Domain, job: Job, rec: DatasetRecord, index: IdentifierIndex, sb: Sandboxes
+) -> IdentifierIndex:
+    """Keyed hashes of the dataset's identifying values, computed in a cold trusted sandbox.
+
+    Only hashes come out. The run is the gate's, not the operator's: its keys are released
+    for the identifying columns even when the scenario does not let the operator read them,
+    and it never runs in the operator's warm session.
+    """
+    ident_cols = [c.name for c in rec.meta.columns if c.role == "identifier"]
+    if not ident_cols:
+        return index
+    parts = []
+    for col in ident_cols:
+        q = '"' + col.replace('"', '""') + '"'
+        parts.append(
+            f"SELECT '{col}' AS origin, * FROM (SELECT DISTINCT {index.hash_sql(q)} "  # noqa: S608
+            f'FROM "{rec.name}" WHERE {q} IS NOT NULL)'
+        )
+    sql = " UNION ALL ".join(parts)
+    cols = {rec.name: set(ident_cols)}
+    keys = _release_keys(domain, job, cols, {rec.name: rec}, actor="gate")
+    out = sb.run(_spec(job, sql, cols, {rec.name: rec}, keys, suffix="-ids"), warm=False)
+    table = out.result
+    for col in ident_cols:
+        mask = pa.compute.equal(table.column("origin"), col)
+        part = table.filter(mask)
+        index.add_hash_arrays(
+            rec.name,
+            col,
+            part.column("h").to_numpy(),
+            part.column("n").to_numpy(),
+            part.column("numeric").to_numpy(),
+        )
+    return index
+
+
+def _aggregate_only(mode: str) -> dict[str, dict[str, list[Finding]]]:
+    """The row-level check's verdict for SQL outputs: aggregates by construction.
+
+    The compiler refuses any SQL that is not an aggregate per group (no row-level SELECT,
+    no grouping by the privacy unit or an identifier), so an output row is a group, never a
+    source row. Saying so is more useful to a reviewer than "could not run".
+    """
+    return {
+        "result": {
+            "row_level": [
+                Finding(
+                    check="row_level",
+                    severity="info",
+                    message=f"{mode} SQL is aggregate-only by construction: the compiler refused any "
+                    "row-level select, grouping by the privacy unit or by an identifier",
+                )
+            ]
+        }
+    }
+
+
+# --- the background runner ---------------------------------------------------------------
+
+
+class JobRunner:
+    """Runs authorized jobs in the background; resumes what a crash left behind."""
+
+    def __init__(self, domain: Domain, *, poll_s: float = 0.2) -> None:
+        self._domain = domain
+        self._poll_s = poll_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def recover(self) -> int:
+        """After a restart: fail jobs whose sandbox vanished; authorized ones run again."""
+        with self._domain.engine.connect() as conn:
+            stuck = _list_jobs(conn, states=["running", "computed", "gated"])
+        for job in stuck:
+            _fail(
+                self._domain,
+                job.id,
+                ServiceError(
+                    "the service stopped while this job ran; its sandbox is gone",
+                    code="service.interrupted",
+                    kind="unavailable",
+                    hint="submit the job again; nothing was charged unless its result exists",
+                ),
+            )
+        return len(stuck)
+
+    def start(self) -> None:
+        self.recover()
+        self._thread = threading.Thread(target=self._loop, name="shuyu-jobs", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        sandboxes(self._domain).close()
+
+    def _next(self) -> str | None:
+        with self._domain.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(jobs_table.c.id)
+                .where(jobs_table.c.state == "authorized")
+                .order_by(jobs_table.c.created_at)
+                .limit(1)
+            ).first()
+        return None if row is None else str(row.id)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            job_id = self._next()
+            if job_id is None:
+                self._stop.wait(self._poll_s)
+                continue
+            try:
+                run_job(self._domain, job_id)
+            except Exception:  # a bug must not kill the worker; the job is failed instead
+                log.exception("job %s crashed the runner", job_id)
+                _fail(
+                    self._domain,
+                    job_id,
+                    ServiceError(
+                        "internal error while running the job",
+                        code="service.internal",
+                        hint="report it; the job charged nothing",
+                    ),
+                )
