@@ -710,7 +710,10 @@ def _run_sdc(
     with domain.engine.begin() as conn:
         transition(conn, domain.audit, job.id, "gated", actor="system")
     domain.gate.process(
-        job.id, [output], identifiers=identifiers, precomputed=_aggregate_only("disclosure-checked")
+        job.id,
+        [output],
+        identifiers=identifiers,
+        precomputed=_aggregate_only("disclosure-checked"),
     )
 
 
