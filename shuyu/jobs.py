@@ -767,8 +767,9 @@ def _aggregate_only(mode: str) -> dict[str, dict[str, list[Finding]]]:
                 Finding(
                     check="row_level",
                     severity="info",
-                    message=f"{mode} SQL is aggregate-only by construction: the compiler refused any "
-                    "row-level select, grouping by the privacy unit or by an identifier",
+                    message=f"{mode} SQL is aggregate-only by construction: the compiler "
+                    "refused any row-level select, grouping by the privacy unit or by an "
+                    "identifier",
                 )
             ]
         }
