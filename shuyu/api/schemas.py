@@ -309,9 +309,20 @@ class JobEvent(BaseModel):
 
 
 class DryRunReport(View):
-    """What a job would cost and whether it would be allowed, without running it."""
+    """What a job would read and cost, and whether it would be allowed; nothing runs."""
 
     scenario_id: str
+    allowed: bool
+    decision: dict[str, Any] = Field(description="The access decision with every reason.")
+    columns_read: dict[str, list[str]]
+    dp: dict[str, Any] | None = Field(
+        default=None, description="DP jobs: rewritten SQL, cost, expected error per column."
+    )
+    budget_left_before: dict[str, Any] | None = None
+    budget_left_after: dict[str, Any] | None = None
+    repeat: bool | None = Field(
+        default=None, description="True when the same query was answered before (free)."
+    )
 
 
 class BudgetView(View):

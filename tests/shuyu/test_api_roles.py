@@ -20,6 +20,7 @@ A = frozenset({"authority"})
 READ_AUDIT = frozenset({"authority", "auditor"})
 REQUEST_READERS = frozenset({"authority", "provider", "operator", "auditor"})
 REVIEW_READERS = frozenset({"reviewer", "authority", "auditor"})
+JOB_READERS = ALL - {"provider"}
 
 # (method, path) -> roles allowed past the route gate.
 TABLE: dict[tuple[str, str], frozenset[str]] = {
@@ -47,6 +48,13 @@ TABLE: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/requests"): frozenset({"operator"}),
     ("POST", "/v1/requests/{request_id}/approve"): frozenset({"provider"}),
     ("POST", "/v1/requests/{request_id}/refuse"): frozenset({"provider"}),
+    ("POST", "/v1/jobs"): frozenset({"operator"}),
+    ("POST", "/v1/jobs/dry-run"): frozenset({"operator"}),
+    ("GET", "/v1/jobs"): JOB_READERS,
+    ("GET", "/v1/jobs/{job_id}"): JOB_READERS,
+    ("POST", "/v1/jobs/{job_id}/cancel"): frozenset({"operator", "authority"}),
+    ("GET", "/v1/jobs/{job_id}/events"): JOB_READERS,
+    ("GET", "/v1/jobs/{job_id}/result"): JOB_READERS,
     ("GET", "/v1/reviews"): REVIEW_READERS,
     ("GET", "/v1/reviews/{job_id}"): REVIEW_READERS,
     ("POST", "/v1/reviews/{job_id}/approve"): frozenset({"reviewer"}),

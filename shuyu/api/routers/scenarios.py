@@ -92,7 +92,5 @@ def approve_fusion(
     body: ApproveFusion,
 ) -> Any:
     """Approve fusing an operator-owned dataset with public data in this scenario (R2.6)."""
-    record = domain.scenarios.approve_fusion(
-        caller.user_id, scenario_id, body.dataset, body.reason
-    )
+    record = domain.scenarios.approve_fusion(caller.user_id, scenario_id, body.dataset, body.reason)
     return view(record)

@@ -1,0 +1,230 @@
+"""Jobs: submit (or dry-run), follow, cancel, and download the released result.
+
+Jobs are asynchronous. ``POST /v1/jobs`` answers 202 with the job in state ``submitted``;
+the runner takes it from there. Follow it by polling ``GET /v1/jobs/{job_id}`` or by
+streaming ``GET /v1/jobs/{job_id}/events`` (server-sent events: one ``state`` event per
+change, keep-alive comments in between, the stream ends when the job is final). The result
+can be downloaded only once it is released, as Arrow IPC, CSV or JSON.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import anyio
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.ipc as ipc
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Query, status
+from fastapi.responses import Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from enclave.tables import jobs as jobs_table
+from shuyu import jobs
+from shuyu.api.deps import Caller, DomainDep, allow
+from shuyu.api.logging import bind_job
+from shuyu.api.schemas import TERMINAL_STATES, DryRunReport, JobEvent, JobView, SubmitJob
+from shuyu.context import Domain
+from shuyu.errors import RateLimited
+
+__all__ = ["ACTIVE_STATES", "router"]
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+OPERATOR = allow("operator")
+CANCELLERS = allow("operator", "authority")
+READERS = allow("operator", "reviewer", "auditor", "authority")
+
+# Jobs that hold (or are about to hold) a sandbox: what the per-scenario limit counts.
+ACTIVE_STATES: tuple[str, ...] = ("submitted", "authorized", "running", "computed", "gated")
+EVENT_POLL_S = 0.5  # how often the event stream looks at the job's row
+EVENT_STREAM_MAX_S = 600.0  # a stream ends after this; the client reconnects
+RETRY_AFTER_BUSY_S = 5
+
+MEDIA = {
+    "arrow": "application/vnd.apache.arrow.stream",
+    "csv": "text/csv; charset=utf-8",
+    "json": "application/json",
+}
+
+
+def _check_concurrency(domain: Domain, scenario_id: str) -> None:
+    limit = domain.settings.max_concurrent_jobs_per_scenario
+    with domain.engine.connect() as conn:
+        active = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(jobs_table)
+            .where(jobs_table.c.scenario_id == scenario_id, jobs_table.c.state.in_(ACTIVE_STATES))
+        ).scalar_one()
+    if active >= limit:
+        raise RateLimited(
+            f"scenario {scenario_id} already has {active} jobs in progress (limit {limit})",
+            code="service.too_many_jobs",
+            retry_after_s=RETRY_AFTER_BUSY_S,
+            hint="wait for one to finish (GET /v1/jobs), then submit again; the limit is "
+            "SHUYU_MAX_CONCURRENT_JOBS_PER_SCENARIO",
+        )
+
+
+def _submit(domain: Domain, caller: Caller, body: SubmitJob, *, dry_run: bool) -> dict[str, Any]:
+    return jobs.submit(
+        domain,
+        caller.user,
+        body.scenario_id,
+        kind=body.kind,
+        code=body.code,
+        output_mode=body.output_mode,
+        epsilon=body.epsilon,
+        accuracy=body.accuracy,
+        dry_run=dry_run,
+    )
+
+
+@router.post("", response_model=JobView, status_code=status.HTTP_202_ACCEPTED)
+def submit_job(
+    domain: DomainDep, caller: Annotated[Caller, Depends(OPERATOR)], body: SubmitJob
+) -> Any:
+    """Submit a job; it runs in the background (poll it, or stream its events)."""
+    _check_concurrency(domain, body.scenario_id)
+    view = _submit(domain, caller, body, dry_run=False)
+    with bind_job(str(view.get("id", ""))):
+        return view
+
+
+@router.post("/dry-run", response_model=DryRunReport)
+def dry_run_job(
+    domain: DomainDep, caller: Annotated[Caller, Depends(OPERATOR)], body: SubmitJob
+) -> Any:
+    """Check and price a job without running it or charging the budget."""
+    return _submit(domain, caller, body, dry_run=True)
+
+
+@router.get("", response_model=list[JobView])
+def list_jobs(
+    domain: DomainDep,
+    caller: Annotated[Caller, Depends(READERS)],
+    scenario_id: Annotated[str | None, Query(max_length=64)] = None,
+) -> Any:
+    """Jobs you may see: an operator its organisation's, reviewers and auditors all."""
+    return jobs.list_jobs(domain, caller.user, scenario_id)
+
+
+def visible_job(
+    domain: DomainDep, caller: Annotated[Caller, Depends(READERS)], job_id: str
+) -> dict[str, Any]:
+    """The job if the caller may see it (resolved before a stream starts, so 404 is a 404)."""
+    with bind_job(job_id):
+        return jobs.get(domain, caller.user, job_id)
+
+
+@router.get("/{job_id}", response_model=JobView)
+def show_job(view: Annotated[dict[str, Any], Depends(visible_job)]) -> Any:
+    """One job: state, error code (never data), timestamps."""
+    return view
+
+
+@router.post("/{job_id}/cancel", response_model=JobView)
+def cancel_job(
+    domain: DomainDep, caller: Annotated[Caller, Depends(CANCELLERS)], job_id: str
+) -> Any:
+    """Cancel a job that has not finished (the submitter, or an authority)."""
+    with bind_job(job_id):
+        return jobs.cancel(domain, caller.user, job_id)
+
+
+def _event(view: dict[str, Any]) -> ServerSentEvent:
+    event = JobEvent(
+        job_id=str(view["id"]),
+        state=view["state"],
+        error_code=view.get("error_code"),
+        updated_at=str(view["updated_at"]),
+        terminal=view["state"] in TERMINAL_STATES,
+    )
+    return ServerSentEvent(data=event, event="state", id=f"{event.state}@{event.updated_at}")
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "description": "`event: state` with a JobEvent as `data`, on every change.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def job_events(
+    domain: DomainDep,
+    caller: Annotated[Caller, Depends(READERS)],
+    view: Annotated[dict[str, Any], Depends(visible_job)],
+) -> AsyncIterator[ServerSentEvent]:
+    """Server-sent events: the job's state now, then each change until it is final."""
+    job_id = str(view["id"])
+    yield _event(view)
+    last = (view["state"], view["updated_at"])
+    with anyio.move_on_after(EVENT_STREAM_MAX_S):
+        while view["state"] not in TERMINAL_STATES:
+            await anyio.sleep(EVENT_POLL_S)
+            view = await anyio.to_thread.run_sync(jobs.get, domain, caller.user, job_id)
+            if (view["state"], view["updated_at"]) != last:
+                last = (view["state"], view["updated_at"])
+                yield _event(view)
+
+
+def _encode(table: pa.Table, fmt: str) -> bytes:
+    if fmt == "arrow":
+        sink = pa.BufferOutputStream()
+        with ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return bytes(sink.getvalue().to_pybytes())
+    if fmt == "csv":
+        buf = io.BytesIO()
+        pacsv.write_csv(table, buf)
+        return buf.getvalue()
+    rows = table.to_pylist()
+    return json.dumps(
+        {"columns": table.column_names, "rows": rows}, default=str, ensure_ascii=False
+    ).encode()
+
+
+@router.get(
+    "/{job_id}/result",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The released result.",
+            "content": {
+                MEDIA["arrow"]: {"schema": {"type": "string", "format": "binary"}},
+                "text/csv": {"schema": {"type": "string"}},
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "columns": {"type": "array", "items": {"type": "string"}},
+                            "rows": {"type": "array", "items": {"type": "object"}},
+                        },
+                    }
+                },
+            },
+        }
+    },
+)
+def job_result(
+    domain: DomainDep,
+    caller: Annotated[Caller, Depends(READERS)],
+    job_id: str,
+    format: Annotated[Literal["arrow", "csv", "json"], Query()] = "arrow",
+) -> Response:
+    """The released result (only once released): Arrow IPC stream, CSV or JSON."""
+    with bind_job(job_id):
+        table = jobs.result_table(domain, caller.user, job_id)
+    ext = {"arrow": "arrows", "csv": "csv", "json": "json"}[format]
+    return Response(
+        _encode(table, format),
+        media_type=MEDIA[format],
+        headers={"Content-Disposition": f'attachment; filename="{job_id}.{ext}"'},
+    )
