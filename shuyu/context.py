@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
@@ -26,6 +27,9 @@ from enclave.scenarios import ScenarioService
 from enclave.signing import Signer, create_key_file
 from enclave.store import DatasetStore
 from shuyu.errors import SettingsError
+
+if TYPE_CHECKING:
+    from shuyu.sandboxes import Sandboxes
 from shuyu.settings import Settings, load_settings
 
 __all__ = ["Domain", "init_domain", "open_domain"]
@@ -114,7 +118,16 @@ class Domain:
         """The privacy ledger: DP charges and released answers (egress.ledger)."""
         return Ledger(self.audit, self.keys)
 
+    @cached_property
+    def sandboxes(self) -> Sandboxes:
+        """Docker: the recorded image, limits from settings, the warm pool (shuyu.sandboxes)."""
+        from shuyu.sandboxes import Sandboxes
+
+        return Sandboxes(self)
+
     def close(self) -> None:
+        if "sandboxes" in self.__dict__:
+            self.sandboxes.close()
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None

@@ -23,7 +23,6 @@ import logging
 import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass
-from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
@@ -47,13 +46,12 @@ from enclave.tables import jobs as jobs_table
 from policies.decision import JobAccess
 from policies.errors import ShuyuError
 from policies.scenario import Scenario
-from sandbox.job import JobOutput, JobSpec, TableGrant
+from sandbox.job import JobSpec, TableGrant
 from shuyu.context import Domain
 from shuyu.errors import ServiceError
 
 __all__ = [
     "JobRunner",
-    "Sandboxes",
     "cancel",
     "get",
     "list_jobs",
@@ -66,100 +64,6 @@ log = logging.getLogger(__name__)
 
 _DEFAULT_EPSILON = 1.0  # when the operator names neither ε nor an accuracy target
 _SDC_MEASURES: dict[str, MeasureKind] = {"count": "count", "sum": "sum", "avg": "mean"}
-
-
-# --- sandboxes ---------------------------------------------------------------------------
-
-
-class Sandboxes:
-    """The Docker side of the domain: the recorded image, the limits, the warm pool."""
-
-    def __init__(self, domain: Domain) -> None:
-        self._domain = domain
-        self._lock = threading.Lock()
-
-    @cached_property
-    def client(self) -> Any:
-        from sandbox.engine import docker_client
-
-        return docker_client()
-
-    @cached_property
-    def image_id(self) -> str:
-        from sandbox.image_record import current_image_id
-
-        with self._domain.engine.connect() as conn:
-            return current_image_id(conn)
-
-    @cached_property
-    def limits(self) -> Any:
-        from sandbox.limits import SandboxLimits
-
-        s = self._domain.settings
-        return SandboxLimits(
-            memory_bytes=s.sandbox_memory_bytes,
-            pids_limit=s.sandbox_pids_limit,
-            cpus=s.sandbox_cpus,
-            tmpfs_bytes=s.sandbox_tmpfs_bytes,
-            timeout_s=s.sandbox_timeout_s,
-            max_output_bytes=s.max_output_bytes,
-            runtime=s.sandbox_runtime,
-        )
-
-    @cached_property
-    def pool(self) -> Any:
-        """The warm pool, or None when ``warm_pool_size`` is 0."""
-        s = self._domain.settings
-        if s.warm_pool_size <= 0:
-            return None
-        from sandbox.pool import WarmPool
-
-        pool = WarmPool(
-            self.client,
-            self.image_id,
-            self.limits,
-            s.store_dir,
-            size=s.warm_pool_size,
-            idle_s=s.warm_session_idle_s,
-        )
-        pool.start()
-
-        # A closed scenario's warm sessions die with it (R6.2, R6.3).
-        def close_sessions(event: Any) -> None:
-            pool.destroy_sessions(event.scenario_id)
-
-        self._domain.scenarios.hooks.on_scenario_closed(close_sessions)
-        return pool
-
-    def run(self, spec: JobSpec, *, warm: bool) -> JobOutput:
-        """Run one job: in the operator's warm session when allowed, else a cold container."""
-        if warm and self.pool is not None:
-            out: JobOutput = self.pool.run(spec)
-            return out
-        from sandbox.docker_executor import DockerExecutor
-        from sandbox.executor import run_job as run_in
-
-        executor = DockerExecutor(
-            self.client, self.image_id, self.limits, self._domain.settings.store_dir
-        )
-        return run_in(executor, spec)
-
-    def close(self) -> None:
-        if "pool" in self.__dict__ and self.pool is not None:
-            self.pool.close()
-
-
-def sandboxes(domain: Domain) -> Sandboxes:
-    """The domain's one :class:`Sandboxes` (created on first use)."""
-    with _SANDBOXES_LOCK:
-        sb = _SANDBOXES.get(id(domain))
-        if sb is None:
-            sb = _SANDBOXES[id(domain)] = Sandboxes(domain)
-        return sb
-
-
-_SANDBOXES: dict[int, Sandboxes] = {}
-_SANDBOXES_LOCK = threading.Lock()
 
 
 # --- reading the query -------------------------------------------------------------------
@@ -510,7 +414,7 @@ def _release_keys(
     *,
     actor: str,
 ) -> dict[str, bytes]:
-    sb = sandboxes(domain)
+    sb = domain.sandboxes
     service = KeyReleaseService(domain.keys, domain.audit)
     by_id = {records[name].id: set(cols) for name, cols in columns.items()}
     with domain.engine.connect() as conn:
@@ -579,7 +483,7 @@ def _run(domain: Domain, job: Job) -> None:
     params = dict(job.params)
     prepared = _prepare(domain, job.kind, job.output_mode, job.code, s, params)
     records = {name: domain.store.get(name) for name in prepared.columns}
-    sb = sandboxes(domain)
+    sb = domain.sandboxes
     if prepared.compiled is not None:
         _run_dp(domain, job, s, prepared.compiled, prepared, records, sb)
     elif job.output_mode == "sdc_aggregate" and prepared.plan is not None:
@@ -612,7 +516,7 @@ def _run_dp(
     compiled: CompiledQuery,
     prepared: _Prepared,
     records: Mapping[str, DatasetRecord],
-    sb: Sandboxes,
+    sb: Any,
 ) -> None:
     ledger = Ledger(domain.audit, domain.keys)
     earlier = ledger.lookup(domain.engine, job.scenario_id, compiled.query_key)
@@ -673,7 +577,7 @@ def _run_sdc(
     s: Scenario,
     plan: Plan,
     records: Mapping[str, DatasetRecord],
-    sb: Sandboxes,
+    sb: Any,
 ) -> None:
     dataset, keys, measures, where = _sdc_shape(plan)
     rec = records[dataset]
@@ -718,7 +622,7 @@ def _run_sdc(
 
 
 def _identifier_index(
-    domain: Domain, job: Job, rec: DatasetRecord, index: IdentifierIndex, sb: Sandboxes
+    domain: Domain, job: Job, rec: DatasetRecord, index: IdentifierIndex, sb: Any
 ) -> IdentifierIndex:
     """Keyed hashes of the dataset's identifying values, computed in a cold trusted sandbox.
 
@@ -814,7 +718,7 @@ class JobRunner:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        sandboxes(self._domain).close()
+        self._domain.sandboxes.close()
 
     def _next(self) -> str | None:
         with self._domain.engine.connect() as conn:

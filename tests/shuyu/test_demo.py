@@ -1,0 +1,120 @@
+"""The demo flow end to end against the real Docker engine, and what users rely on around it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from egress.dp_tables import dp_charges
+from egress.ledger import Budget, Ledger
+from egress.release import verify_release
+from enclave.jobstore import get_job
+from policies.errors import ShuyuError
+from shuyu import jobs
+from shuyu.context import open_domain
+from shuyu.demo import DP_SQL, SCENARIO_ID, run_demo
+from shuyu.settings import Settings
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    settings = Settings(home=tmp_path_factory.mktemp("demo") / "home", warm_pool_size=0)
+    lines: list[str] = []
+    result = run_demo(settings, rows=5_000, say=lines.append)
+    assert result.audit_ok, "\n".join(lines)
+    assert {v["state"] for v in result.jobs.values()} == {"pending_review"}, "\n".join(lines)
+    return settings
+
+
+def test_demo_releases_both_outputs_signed_and_verifiable(demo_home: Settings) -> None:
+    releases = [p for p in (demo_home.home / "releases").iterdir() if p.is_dir()]
+    assert len(releases) == 2
+    for folder in releases:
+        check = verify_release(folder)
+        assert check.ok, check.problems
+    # a changed byte in a released file is caught offline
+    victim = next(p for p in releases[0].rglob("*.csv"))
+    victim.write_bytes(victim.read_bytes().replace(b",", b";", 1))
+    assert not verify_release(releases[0]).ok
+
+
+def test_repeating_a_dp_query_returns_the_same_answer_and_charges_nothing(
+    demo_home: Settings,
+) -> None:
+    domain = open_domain(demo_home)
+    operator = domain.identity.get("operator")
+    with domain.engine.connect() as conn:
+        before = conn.execute(sa.select(sa.func.count()).select_from(dp_charges)).scalar_one()
+    view = jobs.submit(
+        domain,
+        operator,
+        SCENARIO_ID,
+        kind="sql",
+        code=DP_SQL,
+        output_mode="dp_aggregate",
+        epsilon=1.0,
+    )
+    view = jobs.run_job(domain, view["id"])
+    assert view["state"] == "pending_review"
+    with domain.engine.connect() as conn:
+        after = conn.execute(sa.select(sa.func.count()).select_from(dp_charges)).scalar_one()
+    assert after == before
+
+
+def test_a_column_outside_the_scenario_is_refused_with_its_reason_and_charges_nothing(
+    demo_home: Settings,
+) -> None:
+    domain = open_domain(demo_home)
+    operator = domain.identity.get("operator")
+    ledger = Ledger(domain.audit, domain.keys)
+    scenario = domain.scenarios.get(SCENARIO_ID).scenario
+    spent = ledger.status(domain.engine, SCENARIO_ID, Budget.of(scenario.privacy_budget))
+    with pytest.raises(ShuyuError) as exc:
+        jobs.submit(
+            domain,
+            operator,
+            SCENARIO_ID,
+            kind="sql",
+            code="SELECT name, COUNT(*) AS n FROM residents GROUP BY name",
+            output_mode="sdc_aggregate",
+        )
+    assert "name" in str(exc.value)
+    after = ledger.status(domain.engine, SCENARIO_ID, Budget.of(scenario.privacy_budget))
+    assert after.epsilon_left == spent.epsilon_left
+
+
+def test_a_job_whose_sandbox_fails_charges_nothing(demo_home: Settings, tmp_path: Path) -> None:
+    domain = open_domain(demo_home)
+    operator = domain.identity.get("operator")
+    ledger = Ledger(domain.audit, domain.keys)
+    budget = Budget.of(domain.scenarios.get(SCENARIO_ID).scenario.privacy_budget)
+    before = ledger.status(domain.engine, SCENARIO_ID, budget)
+    view = jobs.submit(
+        domain,
+        operator,
+        SCENARIO_ID,
+        kind="sql",
+        code="SELECT COUNT(*) AS n FROM residents WHERE visits > 3",
+        output_mode="dp_aggregate",
+        epsilon=0.5,
+    )
+    # the recorded image disappears between authorization and the run
+    from sandbox.tables import sandbox_images
+
+    with domain.engine.begin() as conn:
+        saved = [dict(r._mapping) for r in conn.execute(sa.select(sandbox_images))]
+        conn.execute(sandbox_images.delete())
+    try:
+        view = jobs.run_job(domain, view["id"])
+    finally:
+        with domain.engine.begin() as conn:
+            conn.execute(sandbox_images.insert(), saved)
+    assert view["state"] == "failed" and view["error_code"]
+    after = ledger.status(domain.engine, SCENARIO_ID, budget)
+    assert after.epsilon_left == before.epsilon_left
+    with domain.engine.connect() as conn:
+        assert get_job(conn, view["id"]).state == "failed"
