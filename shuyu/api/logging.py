@@ -49,7 +49,12 @@ _TEXT_PATTERNS: tuple[re.Pattern[str], ...] = (
     # PEM blocks (private keys) anywhere in a message.
     re.compile(r"-----BEGIN [A-Z ]+-----[\s\S]*?-----END [A-Z ]+-----"),
 )
-_STD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+# Attributes every record has, and uvicorn's terminal-colour copy of the message.
+_STD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 def redact(value: Any, field: str = "") -> Any:
