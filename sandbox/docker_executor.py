@@ -280,6 +280,10 @@ class DockerExecutor(BaseExecutor):
 
     @staticmethod
     def _kill(live: _Live) -> None:
+        # Close our end first: an agent blocked writing output it may no longer send would
+        # otherwise hold the engine's attach copy (and the kill) until the socket drains.
+        if live.stream is not None:
+            live.stream.close()
         with contextlib.suppress(docker.errors.APIError):  # already stopped
             live.container.kill()
 

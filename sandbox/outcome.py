@@ -20,7 +20,7 @@ import zipfile
 
 import pyarrow as pa
 
-from sandbox.agent.protocol import ERROR_CODES, Frame, FrameReader, ProtocolError
+from sandbox.agent.protocol import ERROR_CODES, Frame, FrameReader, FrameTooLarge, ProtocolError
 from sandbox.errors import JobFailed, LimitExceeded, OutputRejected, SandboxError
 from sandbox.job import JobKind, JobOutput
 
@@ -119,6 +119,10 @@ class OutputCollector:
             return True
         try:
             frames = self._reader.feed(data)
+        except FrameTooLarge:
+            self.over_limit = True  # announced, not yet sent: stop before it arrives
+            self.frames.clear()
+            return True
         except ProtocolError:
             self.malformed = True
             return True

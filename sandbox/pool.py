@@ -138,6 +138,7 @@ class WarmPool:
         self._sessions: dict[tuple[str, str], WarmSandbox] = {}
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     @property
     def enabled(self) -> bool:
@@ -166,8 +167,10 @@ class WarmPool:
         self._reaper.start()
 
     def close(self) -> None:
-        """Destroy every warm sandbox and session."""
+        """Destroy every warm sandbox and session (after any refill in flight)."""
         self._stop.set()
+        for thread in list(self._threads):
+            thread.join(timeout=_HELLO_TIMEOUT_S)
         with self._lock:
             doomed = self._idle + list(self._sessions.values())
             self._idle, self._sessions = [], {}
@@ -182,7 +185,11 @@ class WarmPool:
                     return
             warm = self._spawn()
             with self._lock:
-                self._idle.append(warm)
+                if not self._stop.is_set():
+                    self._idle.append(warm)
+                    continue
+            self._destroy(warm)  # the pool closed while this one started
+            return
 
     def _spawn(self) -> WarmSandbox:
         gid = SANDBOX_GID if _is_root() else self._store.stat().st_gid
@@ -233,18 +240,20 @@ class WarmPool:
             )
         self.reap_idle()
         key = (operator, scenario_id)
+        took_idle = False
         with self._lock:
             warm = self._sessions.get(key)
             if warm is None and self._idle:
                 warm = self._idle.pop(0)
                 warm.owner = key
                 self._sessions[key] = warm
+                took_idle = True
         if warm is None:
             warm = self._spawn()
             warm.owner = key
             with self._lock:
                 self._sessions[key] = warm
-        else:
+        if took_idle:
             self._refill_later()
         assert warm.owner == key  # a session never serves anyone else
         warm.last_used = self._clock()
@@ -309,7 +318,12 @@ class WarmPool:
     def _refill_later(self) -> None:
         if self._stop.is_set():
             return
-        threading.Thread(target=self._safe_fill, name="shuyu-pool-fill", daemon=True).start()
+        self._threads = [t for t in self._threads if t.is_alive()]
+        if self._threads:
+            return  # one refill at a time; it fills up to size
+        thread = threading.Thread(target=self._safe_fill, name="shuyu-pool-fill", daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def _safe_fill(self) -> None:
         try:
@@ -325,6 +339,8 @@ class WarmPool:
     def _destroy(warm: WarmSandbox) -> None:
         warm.dead = True
         warm.stream.close()
+        with contextlib.suppress(docker.errors.APIError):
+            warm.container.kill()
         with contextlib.suppress(docker.errors.APIError):
             warm.container.remove(force=True)
 

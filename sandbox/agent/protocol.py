@@ -40,8 +40,11 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Frame",
     "FrameReader",
+    "FrameTooLarge",
     "ProtocolError",
     "encode_frame",
+    "hello_payload",
+    "read_frames",
 ]
 
 PROTOCOL_VERSION = 1
@@ -86,6 +89,10 @@ _SIZE = struct.Struct(">Q")
 
 class ProtocolError(Exception):
     """The byte stream is not a well-formed sequence of frames."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame announces more bytes than the reader may take (an output limit)."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +153,7 @@ class FrameReader:
             return None
         (size,) = _SIZE.unpack_from(buf, off)
         if size > self._max:
-            raise ProtocolError("frame larger than allowed")
+            raise FrameTooLarge("frame larger than allowed")
         end = off + _SIZE.size + size
         if len(buf) < end:
             return None

@@ -110,7 +110,8 @@ found = {"interfaces": sorted(os.listdir("/sys/class/net"))}
 if found["interfaces"] == ["lo"]:
     for name, attempt in [
         ("tcp", lambda: socket.create_connection(("192.0.2.1", 80), timeout=2)),
-        ("udp", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("192.0.2.1", 53))),
+        ("udp", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(
+            b"x", ("192.0.2.1", 53))),
         ("dns", lambda: socket.getaddrinfo("example.com", 80)),
     ]:
         try:
@@ -248,7 +249,7 @@ def test_the_hardening_is_applied_and_keys_appear_nowhere_outside_stdin(
         image = docker_client.images.get(sandbox_image_id)
         blobs.append(json.dumps(image.attrs))
         blobs.append(json.dumps(image.history()))
-        with pytest.raises(Exception, match="(?i)logging driver|configured logging"):
+        with pytest.raises(Exception, match=r"(?i)logging driver|configured logging"):
             container.logs()
         for blob in blobs:
             for s in secrets:

@@ -1,0 +1,181 @@
+"""The warm pool: sessions per (operator, scenario), reuse, isolation, teardown."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sandbox.errors import JobFailed, LimitExceeded, SandboxError
+from sandbox.executor import run_job
+from sandbox.limits import SandboxLimits
+from sandbox.pool import PoolExecutor, WarmPool
+from tests.sandbox.conftest import DemoData, write_demo
+
+pytestmark = pytest.mark.docker
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def clock() -> _Clock:
+    return _Clock()
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> DemoData:
+    return write_demo(tmp_path_factory.mktemp("pool") / "store")
+
+
+@pytest.fixture(scope="module")
+def pool(
+    docker_client: Any, sandbox_image_id: str, demo_data: DemoData, clock: _Clock
+) -> Iterator[WarmPool]:
+    """One pool for the module (warm starts cost seconds); each test uses its own
+    scenario ids, so sessions never mix between tests."""
+    limits = SandboxLimits(memory_bytes=512 * 1024**2, timeout_s=20, max_output_bytes=1 << 20)
+    p = WarmPool(
+        docker_client, sandbox_image_id, limits, demo_data.store, size=1, idle_s=60, clock=clock
+    )
+    p.start(reaper_interval_s=3600)
+    yield p
+    p.close()
+    assert not docker_client.containers.list(all=True, filters={"label": "org.shuyu.role=warm"})
+
+
+@pytest.fixture(autouse=True)
+def _no_sessions_left(pool: WarmPool) -> Iterator[None]:
+    yield
+    for scenario in {s for _, s in pool.sessions()}:
+        pool.destroy_sessions(scenario)
+
+
+def test_a_session_serves_one_operator_under_one_scenario(
+    pool: WarmPool, demo_data: DemoData
+) -> None:
+    sql = "SELECT count(*) AS n FROM people"
+    a = pool.acquire("op-a", "S-1")
+    out = pool.run(demo_data.spec(sql, operator="op-a", scenario_id="S-1"))
+    assert out.result.to_pylist() == [{"n": 1000}]
+    assert pool.acquire("op-a", "S-1") is a  # same session, same container
+    assert a.jobs == 1
+    other_scenario = pool.acquire("op-a", "S-2")
+    other_operator = pool.acquire("op-b", "S-1")
+    ids = {a.container.id, other_scenario.container.id, other_operator.container.id}
+    assert len(ids) == 3
+    assert pool.sessions() == [("op-a", "S-1"), ("op-a", "S-2"), ("op-b", "S-1")]
+
+
+def test_refused_sql_in_a_warm_session_keeps_it_locked_down(
+    pool: WarmPool, demo_data: DemoData
+) -> None:
+    refused = [
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "COPY people TO '/tmp/x.csv'",
+        "ATTACH '/tmp/x.db'",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "SET enable_external_access = true",
+        "SELECT * FROM people; SELECT 1",
+    ]
+    for sql in refused:
+        with pytest.raises(JobFailed) as err:
+            pool.run(demo_data.spec(sql, operator="op", scenario_id="S"))
+        assert err.value.code == "sandbox.sql.not_allowed", sql
+    out = pool.run(
+        demo_data.spec("SELECT count(*) AS n FROM people", operator="op", scenario_id="S")
+    )
+    assert out.result.to_pylist() == [{"n": 1000}]
+    assert len(pool.sessions()) == 1  # job errors do not cost the session
+
+
+def test_restricted_python_escapes_fail_in_the_real_image(
+    pool: WarmPool, demo_data: DemoData
+) -> None:
+    payloads = [
+        "x = '{0.__class__}'.format(1)",
+        "x = ().__class__.__bases__[0].__subclasses__()",
+        "def g():\n    yield 1\nx = g().gi_frame.f_back",
+        "try:\n    pass\nexcept* ValueError:\n    pass",
+        "import operator\nf = operator.attrgetter('__class__')",
+        "import pandas\npandas.read_csv('/etc/passwd')",
+    ]
+    for code in payloads:
+        with pytest.raises(JobFailed) as err:
+            pool.run(demo_data.spec(code, kind="python", operator="op", scenario_id="S"))
+        assert err.value.code in {"sandbox.python.compile", "sandbox.python.not_allowed"}, code
+
+
+def test_warm_jobs_reuse_decrypted_tables_and_still_need_their_keys(
+    pool: WarmPool, demo_data: DemoData
+) -> None:
+    spec = demo_data.spec(
+        "SELECT sum(salary) AS s FROM people", columns=("salary",), operator="op", scenario_id="S"
+    )
+    assert pool.run(spec).result.to_pylist() == [
+        {"s": pytest.approx(sum(demo_data.table.column("salary").to_pylist()))}
+    ]
+    lacking = demo_data.spec(
+        "SELECT sum(salary) AS s FROM people",
+        columns=("salary",),
+        key_ids=demo_data.key_ids_for(["age"]),
+        operator="op",
+        scenario_id="S",
+    )
+    with pytest.raises(JobFailed) as err:
+        pool.run(lacking)
+    assert err.value.code == "sandbox.data.key_missing"
+
+
+def test_destroy_sessions_and_idle_reaping(
+    pool: WarmPool, demo_data: DemoData, clock: _Clock, docker_client: Any
+) -> None:
+    a = pool.acquire("op-a", "S-1")
+    b = pool.acquire("op-b", "S-1")
+    c = pool.acquire("op-a", "S-2")
+    assert pool.destroy_sessions("S-1") == 2
+    assert pool.sessions() == [("op-a", "S-2")]
+    for gone in (a, b):
+        with pytest.raises(Exception, match=r"(?i)no such container"):
+            docker_client.containers.get(gone.container.id)
+    clock.now += 61
+    assert pool.reap_idle() == 1
+    assert pool.sessions() == []
+    assert c.dead
+
+
+def test_a_killed_job_destroys_its_session(pool: WarmPool, demo_data: DemoData) -> None:
+    spec = demo_data.spec("SELECT * FROM people, range(1000)", operator="op", scenario_id="S")
+    with pytest.raises(LimitExceeded):
+        pool.run(spec)
+    assert pool.sessions() == []
+
+
+def test_the_pool_executor_keeps_the_executor_contract(pool: WarmPool, demo_data: DemoData) -> None:
+    ex = PoolExecutor(pool)
+    spec = demo_data.spec("SELECT count(*) AS n FROM people", operator="op", scenario_id="S")
+    t0 = time.monotonic()
+    assert run_job(ex, spec).result.to_pylist() == [{"n": 1000}]
+    assert time.monotonic() - t0 < 5
+    assert pool.sessions() == [("op", "S")]
+
+
+def test_size_zero_disables_the_pool(
+    docker_client: Any, sandbox_image_id: str, demo_data: DemoData
+) -> None:
+    p = WarmPool(
+        docker_client, sandbox_image_id, SandboxLimits(), demo_data.store, size=0, idle_s=1
+    )
+    p.start()
+    assert not p.enabled and p.idle_count == 0
+    with pytest.raises(SandboxError) as err:
+        p.acquire("", "S")
+    assert err.value.code == "sandbox.session_owner"
