@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from egress import review
+from shuyu.cli.remote import UrlOption, remote_client
 from shuyu.cli.render import console, print_json, print_table
 from shuyu.cli.user import AsUser, require_as
 from shuyu.context import open_domain
@@ -45,9 +46,13 @@ def _answers(scope: YesNo, exposure: YesNo, model: YesNo, other: YesNo) -> revie
 
 
 @app.command("list")
-def list_(as_user: AsUser = None, json_: JsonOpt = False) -> None:
+def list_(as_user: AsUser = None, json_: JsonOpt = False, url: UrlOption = None) -> None:
     """Jobs waiting for review, oldest first."""
-    items = review.review_queue(open_domain().gate, require_as(as_user))
+    client = remote_client(url)
+    if client is not None:
+        items = [i.model_dump() for i in client.reviews()]
+    else:
+        items = review.review_queue(open_domain().gate, require_as(as_user))
     if json_:
         print_json(items)
         return
@@ -128,8 +133,19 @@ def approve(
     other_risk: OtherRisk,
     reason: Annotated[str, typer.Option(help="Why it may leave.")] = "",
     as_user: AsUser = None,
+    url: UrlOption = None,
 ) -> None:
     """Approve (all four answers must be "no"); the last approval releases the output."""
+    client = remote_client(url)
+    if client is not None:
+        answers = _answers(scope, exposure, model_risk, other_risk).to_dict()
+        decision = client.approve(job_id, answers, reason)
+        console.print(
+            f"[green]approved[/green] {job_id}: {decision.state}, "
+            f"{decision.approvals}/{decision.required} approvals"
+            + (f"; release {decision.release_id}" if decision.release_id else "")
+        )
+        return
     out = review.approve(
         open_domain().gate,
         job_id,
@@ -156,8 +172,14 @@ def reject(
     model_risk: ModelRisk,
     other_risk: OtherRisk,
     as_user: AsUser = None,
+    url: UrlOption = None,
 ) -> None:
     """Reject for good: the held output is deleted and never released."""
+    client = remote_client(url)
+    if client is not None:
+        client.reject(job_id, _answers(scope, exposure, model_risk, other_risk).to_dict(), reason)
+        console.print(f"[red]rejected[/red] {job_id}")
+        return
     review.reject(
         open_domain().gate,
         job_id,
@@ -173,9 +195,14 @@ def send_back(
     job_id: Annotated[str, typer.Argument()],
     reason: Annotated[str, typer.Option(help="What to change before resubmitting.")],
     as_user: AsUser = None,
+    url: UrlOption = None,
 ) -> None:
     """Reject asking for changes; the operator fixes the job and submits it again."""
-    review.send_back(open_domain().gate, job_id, require_as(as_user), reason)
+    client = remote_client(url)
+    if client is not None:
+        client.send_back(job_id, reason)
+    else:
+        review.send_back(open_domain().gate, job_id, require_as(as_user), reason)
     console.print(f"[yellow]sent back[/yellow] {job_id} for changes")
 
 

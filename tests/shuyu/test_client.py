@@ -133,3 +133,21 @@ def test_login_checks_the_token_then_saves_it(
     result = CliRunner().invoke(cli, ["login", "--url", URL, "--token", "sy_bad"])
     assert result.exit_code != 0
     assert load_credentials() == {"url": URL, "token": token}  # unchanged
+
+
+def test_review_commands_run_against_a_remote_server(
+    home: Path, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shuyu.cli.remote as remote
+    from tests.shuyu.api_support import pending_review_job
+
+    monkeypatch.setattr(remote, "Client", lambda url, token: Client(url, token, http=api.client))
+    job = pending_review_job(api)
+    env = {"SHUYU_URL": URL, "SHUYU_TOKEN": api.tokens["rev.zhao"]}
+    result = CliRunner().invoke(cli, ["review", "list", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert job in result.output
+    no = ["--scope", "no", "--exposure", "no", "--model-risk", "no", "--other-risk", "no"]
+    result = CliRunner().invoke(cli, ["review", "approve", job, *no, "--reason", "ok"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "released" in result.output and "release R-" in result.output
