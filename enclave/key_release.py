@@ -96,6 +96,17 @@ class KeyReleaseService:
                 needed.add(data_key_id(dataset_id, meta.column_grade(by_name[col])))
         return frozenset(needed)
 
+    def key_ids_for(
+        self, conn: Connection, columns: Mapping[str, Collection[str]]
+    ) -> frozenset[str]:
+        """The key ids a host should claim for these columns; empty when they do not
+        resolve (unknown dataset or column), so that :meth:`release` refuses with the
+        reason and records it."""
+        try:
+            return self.required_key_ids(conn, columns)
+        except _Mismatch:
+            return frozenset()
+
     def release(
         self,
         engine: Engine,

@@ -188,6 +188,11 @@ class DockerExecutor(BaseExecutor):
         self._store = store_dir
         self._live: dict[str, _Live] = {}
 
+    @property
+    def image_id(self) -> str:
+        """The image ID every container of this executor runs (its key-release claim)."""
+        return self._image_id
+
     # --- the four steps ------------------------------------------------------------------
 
     def _do_prepare(self, run: Run, spec: JobSpec) -> None:

@@ -53,6 +53,11 @@ _ORDER = list(RunState)
 class Executor(Protocol):
     """What the orchestrator calls; see the module docstring for the state machine."""
 
+    @property
+    def image_id(self) -> str:
+        """The image the sandboxes run: the claim the key service checks."""
+        ...
+
     def prepare(self, spec: JobSpec) -> RunState: ...
 
     def start(self, job_id: str) -> RunState: ...

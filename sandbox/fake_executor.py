@@ -32,8 +32,11 @@ class _Proc:
 
 
 class FakeExecutor(BaseExecutor):
-    def __init__(self, limits: SandboxLimits, store_dir: Path) -> None:
+    def __init__(
+        self, limits: SandboxLimits, store_dir: Path, image_id: str = "sha256:" + "0" * 64
+    ) -> None:
         super().__init__()
+        self.image_id = image_id  # what it claims to run, for key release
         self._limits = limits
         self._store = store_dir
         self._procs: dict[str, _Proc] = {}

@@ -145,6 +145,10 @@ class WarmPool:
         return self._size > 0
 
     @property
+    def image_id(self) -> str:
+        return self._image_id
+
+    @property
     def limits(self) -> SandboxLimits:
         return self._limits
 
@@ -364,6 +368,10 @@ class PoolExecutor(BaseExecutor):
         self._pool = pool
         self._bound: dict[str, WarmSandbox] = {}
         self._deadlines: dict[str, float] = {}
+
+    @property
+    def image_id(self) -> str:
+        return self._pool.image_id
 
     def _do_prepare(self, run: Run, spec: JobSpec) -> None:
         self._bound[run.job_id] = self._pool.acquire(spec.operator, spec.scenario_id)

@@ -238,7 +238,7 @@ def test_the_hardening_is_applied_and_keys_appear_nowhere_outside_stdin(
         assert host["LogConfig"]["Type"] == "none"
         assert host["Privileged"] is False and not host["Devices"]
         assert attrs["Config"]["User"] == "10001:10001"
-        assert attrs["Image"] == spec_image(ex)
+        assert attrs["Image"] == ex.image_id  # the image ID, never a tag
         assert "docker.sock" not in json.dumps(attrs)
         # keys: not in inspect, not in any container process's environ or cmdline
         blobs = [json.dumps(attrs)]
@@ -257,10 +257,6 @@ def test_the_hardening_is_applied_and_keys_appear_nowhere_outside_stdin(
     finally:
         ex.cleanup(spec.job_id)
     assert not docker_client.containers.list(all=True, filters={"name": spec.job_id})
-
-
-def spec_image(ex: DockerExecutor) -> str:
-    return ex._image_id  # jobs run on the image ID, not a tag
 
 
 def test_a_tag_is_refused_as_an_image(docker_client: Any, demo_data: DemoData) -> None:
