@@ -53,18 +53,14 @@ class QuantileGrid:
         return self.hi if i == self.size - 1 else self.lo + self.step * i
 
     def slot_sql(self, value_sql: str) -> str:
-        """SQL for the slot of a non-NULL double `value_sql` (NULL/NaN map to NULL)."""
-        v = value_sql
+        """SQL for the slot of a non-NULL value (callers FILTER out NULLs: LEAST/GREATEST
+        skip them). NaN orders above every number in DuckDB and lands in the top slot."""
         if self.size == 1:
-            return f"CASE WHEN {v} IS NULL OR isnan({v}) THEN NULL ELSE 0 END"
-        clamped = f"LEAST(GREATEST({v}, {self.lo!r}), {self.hi!r})"
+            return "0"
+        clamped = f"LEAST(GREATEST({value_sql}, {self.lo!r}), {self.hi!r})"
         t = f"(({clamped} - {self.lo!r}) / {self.step!r})"
         slot = f"CASE WHEN {t} = floor({t}) THEN 2 * {t} ELSE 2 * floor({t}) + 1 END"
-        top = 2 * (self.size - 1)
-        return (
-            f"CASE WHEN {v} IS NULL OR isnan({v}) THEN NULL ELSE "
-            f"CAST(LEAST(GREATEST({slot}, 0), {top}) AS BIGINT) END"
-        )
+        return f"CAST(LEAST(GREATEST({slot}, 0), {2 * (self.size - 1)}) AS BIGINT)"
 
 
 def alpha_fraction(q: float) -> tuple[int, int]:

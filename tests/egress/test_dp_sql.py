@@ -275,3 +275,40 @@ def test_catalog_from_meta_reads_the_validated_catalog_shape() -> None:
     assert cat.column("note").role == "identifier"  # unknown roles are the strictest
     with pytest.raises(QueryRefused, match="privacy unit"):
         DatasetCatalog.from_meta({"name": "x", "columns": []})
+
+
+def test_exact_parts_are_the_bounded_truth_with_nulls_and_out_of_bounds_values() -> None:
+    """The parts the sandbox returns are exactly the clamped aggregates, NULLs skipped:
+    a NULL is not counted and adds nothing, whatever the lower bound."""
+    t = pa.table(
+        {
+            "person_id": list(range(8)),
+            "age": pa.array([10, None, 150, -20, 30, None, 40, 50], type=pa.int64()),
+            "income": pa.array([1.5, None, 2e6, -5.0, 100.0, 7.0, None, 0.25]),
+            "district": ["D00"] * 8,
+            "sex": ["F"] * 8,
+        }
+    )
+    con = duck({"residents": t})
+    ages = [10, 100, 0, 30, 40, 50]  # non-NULL ages, clamped to [0, 100]
+    c = compiled(
+        "SELECT COUNT(age) AS n, SUM(age - 40) AS s, AVG(age) AS a, VAR_POP(age) AS v, "
+        "SUM(income) AS si FROM residents"
+    )
+    row = run_exact(c, con).to_pylist()[0]
+    parts = {o.name: {r: c.part(p) for r, p in o.parts.items()} for o in c.outputs}
+    assert row[parts["n"]["n"].column] == 6
+    s = parts["s"]["s"]
+    assert row[s.column] / s.value_scale == sum(a - 40 for a in ages)  # bounds [-40, 60]
+    pn, ps, pss = parts["v"]["n"], parts["v"]["s"], parts["v"]["ss"]
+    n = row[pn.column]
+    s1 = row[ps.column] / ps.value_scale
+    s2 = row[pss.column] / pss.value_scale
+    mean = sum(ages) / 6
+    assert n == 6
+    assert c.outputs[2].centre + s1 / n == pytest.approx(mean)
+    assert s2 / n - (s1 / n) ** 2 == pytest.approx(sum((a - mean) ** 2 for a in ages) / 6)
+    si = parts["si"]["s"]
+    assert row[si.column] / si.value_scale == pytest.approx(
+        1.5 + 1e6 + 0 + 100 + 7 + 0.25, abs=1e-3
+    )
