@@ -76,7 +76,7 @@ class KeyReleaseService:
         self._keys = keys
         self._audit = audit
 
-    def required_key_ids(
+    def _resolve_key_ids(
         self, conn: Connection, columns: Mapping[str, Collection[str]]
     ) -> frozenset[str]:
         """Footer key + one key per grade of the columns, for each dataset (by id)."""
@@ -96,14 +96,14 @@ class KeyReleaseService:
                 needed.add(data_key_id(dataset_id, meta.column_grade(by_name[col])))
         return frozenset(needed)
 
-    def key_ids_for(
+    def required_key_ids(
         self, conn: Connection, columns: Mapping[str, Collection[str]]
     ) -> frozenset[str]:
-        """The key ids a host should claim for these columns; empty when they do not
-        resolve (unknown dataset or column), so that :meth:`release` refuses with the
-        reason and records it."""
+        """The key ids a host should claim for these columns (dataset id -> columns): the
+        footer key plus one per grade. Empty when they do not resolve (unknown or deleted
+        dataset, unknown column), so that :meth:`release` refuses with the reason."""
         try:
-            return self.required_key_ids(conn, columns)
+            return self._resolve_key_ids(conn, columns)
         except _Mismatch:
             return frozenset()
 
@@ -188,7 +188,7 @@ class KeyReleaseService:
                 raise _Mismatch("scope_exceeded")
         if not claims.columns:
             raise _Mismatch("scope_exceeded")
-        if claims.key_ids != self.required_key_ids(conn, claims.columns):
+        if claims.key_ids != self._resolve_key_ids(conn, claims.columns):
             raise _Mismatch("key_ids_mismatch")
 
     @staticmethod

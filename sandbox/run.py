@@ -67,7 +67,7 @@ def run_sandboxed(
         columns.setdefault(req.dataset_id, set()).update(req.columns)
     with engine.connect() as conn:
         trusted = current_image_id(conn)
-        key_ids = key_release.key_ids_for(conn, columns)
+        key_ids = key_release.required_key_ids(conn, columns)
     keys = key_release.release(
         engine,
         ReleaseClaims(
