@@ -8,6 +8,8 @@ Locally (no ``--url``) the command acts as ``--as USER`` on ``$SHUYU_HOME`` and,
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
@@ -18,7 +20,7 @@ from shuyu import jobs
 from shuyu.cli.remote import UrlOption, remote_client
 from shuyu.cli.render import console, print_json, print_table
 from shuyu.cli.user import AsUser, require_as
-from shuyu.context import open_domain
+from shuyu.context import Domain, open_domain
 
 __all__ = ["app"]
 
@@ -38,6 +40,16 @@ def _code(sql: str | None, sql_file: Path | None, python: Path | None) -> tuple[
         return "sql", sql_file.read_text(encoding="utf-8")
     assert sql is not None
     return "sql", sql
+
+
+@contextmanager
+def _local() -> Iterator[Domain]:
+    """The local domain, closed on the way out so no warm sandbox outlives the command."""
+    domain = open_domain()
+    try:
+        yield domain
+    finally:
+        domain.close()
 
 
 def _render(view: dict[str, Any]) -> None:
@@ -94,34 +106,33 @@ def submit(
                 done = client.wait(remote.id)
             _render(done.model_dump())
         return
-    domain = open_domain()
-    user = domain.identity.get(require_as(as_user))
-    view = jobs.submit(
-        domain,
-        user,
-        scenario,
-        kind=kind,
-        code=code,
-        output_mode=mode,
-        epsilon=epsilon,
-        accuracy=accuracy,
-        dry_run=dry_run,
-    )
-    if dry_run:
-        print_json(view)
-        return
-    if not no_run:
-        with console.status(f"running {view['id']} in a sandbox …"):
-            view = jobs.run_job(domain, view["id"])
-    _render(view)
+    with _local() as domain:
+        user = domain.identity.get(require_as(as_user))
+        view = jobs.submit(
+            domain,
+            user,
+            scenario,
+            kind=kind,
+            code=code,
+            output_mode=mode,
+            epsilon=epsilon,
+            accuracy=accuracy,
+            dry_run=dry_run,
+        )
+        if dry_run:
+            print_json(view)
+            return
+        if not no_run:
+            with console.status(f"running {view['id']} in a sandbox …"):
+                view = jobs.run_job(domain, view["id"])
+        _render(view)
 
 
 @app.command()
 def run(job_id: str, as_user: AsUser = None) -> None:
     """Run a queued (authorized) job to the gate, in this process."""
-    domain = open_domain()
     require_as(as_user)
-    with console.status(f"running {job_id} …"):
+    with _local() as domain, console.status(f"running {job_id} …"):
         _render(jobs.run_job(domain, job_id))
 
 
