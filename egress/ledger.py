@@ -339,6 +339,13 @@ class Ledger:
             "charges": 0,
             "updated_at": now,
         }
+        locked = (
+            sa.select(dp_budgets).where(dp_budgets.c.scenario_id == scenario_id).with_for_update()
+        )
+        row = conn.execute(locked).first()
+        if row is not None:
+            return row
+        # first charge of this scenario: create the row; a concurrent creator's row wins
         dialect = conn.dialect.name
         if dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -348,15 +355,9 @@ class Ledger:
             from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
             conn.execute(sqlite_insert(dp_budgets).values(**values).on_conflict_do_nothing())
-        else:  # pragma: no cover - other databases: insert, a lost race retries
-            exists = conn.execute(
-                sa.select(dp_budgets.c.scenario_id).where(dp_budgets.c.scenario_id == scenario_id)
-            ).first()
-            if exists is None:
-                conn.execute(dp_budgets.insert().values(**values))
-        return conn.execute(
-            sa.select(dp_budgets).where(dp_budgets.c.scenario_id == scenario_id).with_for_update()
-        ).one()
+        else:  # pragma: no cover - other databases: a lost race is retried
+            conn.execute(dp_budgets.insert().values(**values))
+        return conn.execute(locked).one()
 
     def charge_and_record(
         self,
@@ -425,14 +426,29 @@ class Ledger:
     ) -> Release:
         row = self._lock(conn, scenario_id, budget)
         spent = _spent(row)
-        # the same job again (a retry after a crash): hand back what it paid for
-        mine = conn.execute(
-            sa.select(dp_charges.c.query_key, dp_charges.c.scenario_id).where(
-                dp_charges.c.job_id == job_id
+        # One round trip for both early answers: this job's own earlier charge (a retry
+        # after a crash gets back what it paid for), or a release of the same query (a
+        # repeat, answered free).
+        found = conn.execute(
+            sa.union_all(
+                sa.select(
+                    sa.literal("job").label("what"),
+                    dp_charges.c.scenario_id.label("scenario_id"),
+                    dp_charges.c.query_key.label("ref"),
+                ).where(dp_charges.c.job_id == job_id),
+                sa.select(
+                    sa.literal("repeat").label("what"),
+                    dp_releases.c.scenario_id.label("scenario_id"),
+                    dp_releases.c.job_id.label("ref"),
+                ).where(
+                    dp_releases.c.scenario_id == scenario_id,
+                    dp_releases.c.query_key == compiled.query_key,
+                ),
             )
-        ).first()
+        ).all()
+        mine = next((r for r in found if r.what == "job"), None)
         if mine is not None:
-            earlier = self._lookup(conn, str(mine.scenario_id), str(mine.query_key))
+            earlier = self._lookup(conn, str(mine.scenario_id), str(mine.ref))
             if earlier is None:  # pragma: no cover - charges and releases commit together
                 raise EgressError(
                     f"job {job_id} was charged but its release is missing",
@@ -440,13 +456,7 @@ class Ledger:
                     hint="run Ledger.verify and report it",
                 )
             return Release(earlier, False, job_id, _status(scenario_id, spent, budget))
-        # a repeat of a released query: the stored answer, free
-        earlier_row = conn.execute(
-            sa.select(dp_releases.c.job_id).where(
-                dp_releases.c.scenario_id == scenario_id,
-                dp_releases.c.query_key == compiled.query_key,
-            )
-        ).first()
+        earlier_row = next((r for r in found if r.what == "repeat"), None)
         if earlier_row is not None:
             earlier = self._lookup(conn, scenario_id, compiled.query_key)
             assert earlier is not None
@@ -458,12 +468,12 @@ class Ledger:
                     target=scenario_id,
                     details={
                         "job": job_id,
-                        "paid_by": earlier_row.job_id,
+                        "paid_by": earlier_row.ref,
                         "query_key": compiled.query_key,
                     },
                 )
             return Release(
-                earlier, False, str(earlier_row.job_id), _status(scenario_id, spent, budget)
+                earlier, False, str(earlier_row.ref), _status(scenario_id, spent, budget)
             )
         cost = compiled.cost
         status = _status(scenario_id, spent, budget)
