@@ -590,7 +590,11 @@ def _run_sdc(
     index = IdentifierIndex.empty()
     # The statistics query is trusted SQL, written here from the parsed query: it returns
     # the aggregates and, per cell, the units behind it and the largest contributions.
-    sql = cell_stats_sql(f'"{dataset}"', keys, measures, unit, index.salt_sql, where)
+    # Units are hashed with the gate history's salt, the same for every job, so this
+    # output's cells can be compared with every earlier release (differencing).
+    with domain.engine.begin() as conn:
+        unit_salt = domain.gate.history.unit_salt(conn)
+    sql = cell_stats_sql(f'"{dataset}"', keys, measures, unit, unit_salt, where)
     cols = {dataset: set(keys) | {m.column for m in measures if m.column} | {unit}}
     cols[dataset] |= set(_columns_of(plan).get(dataset, set()))
     release = _release_keys(domain, job, cols, records, actor="system")

@@ -118,3 +118,34 @@ def test_a_job_whose_sandbox_fails_charges_nothing(demo_home: Settings, tmp_path
     assert after.epsilon_left == before.epsilon_left
     with domain.engine.connect() as conn:
         assert get_job(conn, view["id"]).state == "failed"
+
+
+def test_a_differencing_pair_across_two_jobs_is_blocked(demo_home: Settings) -> None:
+    """count where district = A, then the same minus one person: the second is blocked."""
+    domain = open_domain(demo_home)
+    operator = domain.identity.get("operator")
+    first = jobs.submit(
+        domain,
+        operator,
+        SCENARIO_ID,
+        kind="sql",
+        output_mode="sdc_aggregate",
+        code="SELECT district, COUNT(*) AS n FROM residents WHERE age >= 30 GROUP BY district",
+    )
+    first = jobs.run_job(domain, first["id"])
+    assert first["state"] == "pending_review", first
+    second = jobs.submit(
+        domain,
+        operator,
+        SCENARIO_ID,
+        kind="sql",
+        output_mode="sdc_aggregate",
+        code="SELECT district, COUNT(*) AS n FROM residents "
+        "WHERE age >= 30 AND age <> 99 GROUP BY district",
+    )
+    second = jobs.run_job(domain, second["id"])
+    assert second["state"] == "refused"
+    with domain.engine.connect() as conn:
+        report, _ = domain.gate.stored_report(conn, second["id"])  # type: ignore[misc]
+    checks = {f.check for o in report.outputs for f in o.findings if f.severity == "block"}
+    assert "differencing" in checks
