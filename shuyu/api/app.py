@@ -80,7 +80,12 @@ def create_app(domain: Domain, *, runner: Runner | None = None, console: bool = 
     )
     install_error_handlers(app)
 
-    @app.get("/healthz", response_model=Health, tags=["service"], responses=ERROR_RESPONSES)
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        tags=["service"],
+        responses={503: {"model": Health, "description": "The database does not answer."}},
+    )
     def healthz() -> Any:
         """Liveness and readiness: the process answers and the metadata database does."""
         try:

@@ -24,6 +24,7 @@ from shuyu.errors import RateLimited, http_status_of
 
 __all__ = [
     "ERROR_RESPONSES",
+    "ERROR_RESPONSES_FOR_FILES",
     "ErrorBody",
     "error_response",
     "install_error_handlers",
@@ -60,6 +61,16 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: _desc("The request is invalid; `details.errors` names each field."),
     429: _desc("Too many requests or running jobs; see the Retry-After header."),
     503: _desc("A dependency (database, Docker, KMS) is unavailable."),
+}
+
+# The same, for routes whose success is not JSON (a stream, a file): FastAPI would give a
+# "model" response the route's own media type, but errors are always application/json.
+ERROR_RESPONSES_FOR_FILES: dict[int | str, dict[str, Any]] = {
+    code: {
+        "description": r["description"],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+    for code, r in ERROR_RESPONSES.items()
 }
 
 _KIND_OF_STATUS: dict[int, ErrorKind] = {

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from enclave.audit import AuditLog
 from shuyu.api.deps import Caller, DomainDep, allow
+from shuyu.api.errors import ERROR_RESPONSES_FOR_FILES
 from shuyu.api.schemas import AuditCheckpoint, AuditEntryView, AuditVerification
 
 __all__ = ["router"]
@@ -38,7 +39,10 @@ def entries(
 @router.get(
     "/export",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}}}},
+    responses={
+        **ERROR_RESPONSES_FOR_FILES,
+        200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+    },
 )
 def export(
     domain: DomainDep,

@@ -26,6 +26,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from enclave.tables import jobs as jobs_table
 from shuyu import jobs
 from shuyu.api.deps import Caller, DomainDep, allow
+from shuyu.api.errors import ERROR_RESPONSES_FOR_FILES
 from shuyu.api.logging import bind_job
 from shuyu.api.schemas import TERMINAL_STATES, DryRunReport, JobEvent, JobView, SubmitJob
 from shuyu.context import Domain
@@ -151,10 +152,11 @@ def _event(view: dict[str, Any]) -> ServerSentEvent:
     "/{job_id}/events",
     response_class=EventSourceResponse,
     responses={
+        **ERROR_RESPONSES_FOR_FILES,
         200: {
             "description": "`event: state` with a JobEvent as `data`, on every change.",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        }
+        },
     },
 )
 async def job_events(
@@ -195,6 +197,7 @@ def _encode(table: pa.Table, fmt: str) -> bytes:
     "/{job_id}/result",
     response_class=Response,
     responses={
+        **ERROR_RESPONSES_FOR_FILES,
         200: {
             "description": "The released result.",
             "content": {
@@ -210,7 +213,7 @@ def _encode(table: pa.Table, fmt: str) -> bytes:
                     }
                 },
             },
-        }
+        },
     },
 )
 def job_result(

@@ -23,6 +23,7 @@ from egress.gate_tables import egress_releases
 from egress.registry import get_product, list_products, record_download, withdraw_product
 from egress.release import MANIFEST, PUBLIC_KEY, SIGNATURE
 from shuyu.api.deps import Caller, DomainDep, allow
+from shuyu.api.errors import ERROR_RESPONSES_FOR_FILES
 from shuyu.api.schemas import ProductView, Reason, ReleaseView, SignedManifest
 from shuyu.context import Domain
 
@@ -120,13 +121,14 @@ def _archive(folder: Path, root: str, fmt: str) -> bytes:
     "/{release_id}/archive",
     response_class=Response,
     responses={
+        **ERROR_RESPONSES_FOR_FILES,
         200: {
             "description": "The release folder: data, report.json, manifest and signature.",
             "content": {
                 "application/zip": {"schema": {"type": "string", "format": "binary"}},
                 "application/gzip": {"schema": {"type": "string", "format": "binary"}},
             },
-        }
+        },
     },
 )
 def download_release(
