@@ -1,0 +1,51 @@
+"""After a crash, every job ends in a correct state and the ledger and audit agree."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from egress.dp_tables import dp_charges
+from enclave.jobstore import create_job, get_job, transition
+from shuyu.context import Domain
+from shuyu.jobs import JobRunner
+
+
+def _job(domain: Domain, to: list[str]) -> str:
+    with domain.engine.begin() as conn:
+        job = create_job(
+            conn,
+            domain.audit,
+            scenario_id="S-2026-001",
+            submitter="op",
+            kind="sql",
+            output_mode="dp_aggregate",
+            code="SELECT COUNT(*) AS n FROM residents",
+            params={},
+        )
+        for state in to:
+            transition(conn, domain.audit, job.id, state, actor="system", policy_hash="h")
+    return job.id
+
+
+def test_recover_fails_interrupted_jobs_keeps_queued_ones_and_charges_nothing(
+    any_domain: Domain,
+) -> None:
+    queued = _job(any_domain, ["authorized"])
+    running = _job(any_domain, ["authorized", "running"])
+    computed = _job(any_domain, ["authorized", "running", "computed"])
+    waiting = _job(any_domain, ["authorized", "running", "computed", "gated", "pending_review"])
+
+    assert JobRunner(any_domain).recover() == 2
+
+    with any_domain.engine.connect() as conn:
+        states = {j: get_job(conn, j) for j in (queued, running, computed, waiting)}
+        charges = conn.execute(sa.select(sa.func.count()).select_from(dp_charges)).scalar_one()
+        verification = any_domain.audit.verify(conn)
+    assert states[queued].state == "authorized"  # the runner picks it up again
+    assert states[waiting].state == "pending_review"  # a reviewer's queue survives
+    for j in (running, computed):
+        assert states[j].state == "failed"
+        assert states[j].error_code == "service.interrupted"
+        assert "nothing was charged" in (states[j].error_message or "")
+    assert charges == 0
+    assert verification.ok
