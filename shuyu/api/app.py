@@ -9,17 +9,20 @@ counters and jobs live in the database, so replicas can sit behind one load bala
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
+from prometheus_client.core import GaugeMetricFamily, Metric
+from sqlalchemy.engine import Connection
 
 import shuyu
+from egress.ledger import Budget, Ledger
 from shuyu.api.errors import ERROR_RESPONSES, install_error_handlers
-from shuyu.api.metrics import CONTENT_TYPE, ApiMetrics
+from shuyu.api.metrics import CONTENT_TYPE, ApiMetrics, Probe
 from shuyu.api.middleware import RequestContextMiddleware
 from shuyu.api.routers import ROUTERS
 from shuyu.api.schemas import Health
@@ -47,9 +50,56 @@ class Runner(Protocol):
     def stop(self) -> None: ...
 
 
+def _budget_probe(domain: Domain) -> Probe:
+    """ε spent and left per scenario, as the privacy ledger accounts it."""
+
+    def probe(conn: Connection) -> Iterator[Metric]:
+        spent = GaugeMetricFamily(
+            "shuyu_budget_epsilon_spent", "Privacy budget spent (ε).", labels=["scenario"]
+        )
+        left = GaugeMetricFamily(
+            "shuyu_budget_epsilon_left", "Privacy budget left (ε).", labels=["scenario"]
+        )
+        ledger = Ledger(domain.audit, domain.keys)
+        for record in domain.scenarios.list_scenarios(conn=conn):
+            status = ledger.status(conn, record.id, Budget.of(record.scenario.privacy_budget))
+            spent.add_metric([record.id], status.epsilon_spent)
+            left.add_metric([record.id], status.epsilon_left)
+        yield spent
+        yield left
+
+    return probe
+
+
+def _pool_probe(domain: Domain) -> Probe:
+    """The warm sandbox pool of this process: configured size, idle and bound sandboxes."""
+
+    def probe(conn: Connection) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "shuyu_sandbox_pool_size",
+            "Warm sandboxes configured (SHUYU_WARM_POOL_SIZE).",
+            value=domain.settings.warm_pool_size,
+        )
+        # Only a pool this process already started: a scrape must not start containers.
+        pool = domain.sandboxes.__dict__.get("pool")
+        if pool is not None:
+            yield GaugeMetricFamily(
+                "shuyu_sandbox_pool_idle", "Warm sandboxes idle.", value=pool.idle_count
+            )
+            yield GaugeMetricFamily(
+                "shuyu_sandbox_sessions",
+                "Warm sandboxes bound to an operator's session.",
+                value=len(pool.sessions()),
+            )
+
+    return probe
+
+
 def create_app(domain: Domain, *, runner: Runner | None = None, console: bool = True) -> FastAPI:
     """Build the app for ``domain``; ``runner`` (if given) runs for the app's lifetime."""
     metrics = ApiMetrics(domain.engine.connect)
+    metrics.domain.add_probe(_budget_probe(domain))
+    metrics.domain.add_probe(_pool_probe(domain))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -28,7 +28,7 @@ from egress.checks.findings import SEVERITIES
 from egress.gate_tables import egress_reports
 from enclave.tables import JOB_STATES, jobs
 
-__all__ = ["CONTENT_TYPE", "QUEUED_STATES", "ApiMetrics", "DomainCollector"]
+__all__ = ["CONTENT_TYPE", "QUEUED_STATES", "ApiMetrics", "DomainCollector", "Probe"]
 
 log = logging.getLogger(__name__)
 

@@ -134,6 +134,17 @@ def test_metrics_expose_requests_and_jobs_by_state(api: Api) -> None:
     assert 'shuyu_jobs{state="running"} 0.0' in text
     assert "shuyu_job_queue_depth 0.0" in text
     assert "shuyu_database_up 1.0" in text
+    assert "shuyu_sandbox_pool_size 1.0" in text
+    assert 'shuyu_gate_findings{severity="block"} 0.0' in text
+
+
+def test_metrics_report_budget_spent_per_scenario(api: Api) -> None:
+    from tests.shuyu.api_support import pending_review_job
+
+    pending_review_job(api)
+    text = api.client.get("/metrics").text
+    assert 'shuyu_budget_epsilon_spent{scenario="S-2026-001"} 0.0' in text
+    assert 'shuyu_budget_epsilon_left{scenario="S-2026-001"} 1.0' in text
 
 
 def test_logs_are_json_with_request_id_and_redacted(caplog: pytest.LogCaptureFixture) -> None:
