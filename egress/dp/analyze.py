@@ -48,6 +48,7 @@ from egress.errors import QueryRefused
 __all__ = [
     "MAX_CONTRIBUTION_ROWS",
     "MAX_DOMAIN_GROUPS",
+    "MAX_OCCURRENCES",
     "MAX_SQL_CHARS",
     "AggKind",
     "Aggregate",
@@ -65,6 +66,7 @@ AggKind = Literal["count", "count_units", "sum", "avg", "variance", "stddev", "q
 MAX_SQL_CHARS = 100_000  # longer queries are refused before parsing
 MAX_CONTRIBUTION_ROWS = 10_000  # product of max_rows_per_unit over the joined datasets
 MAX_DOMAIN_GROUPS = 100_000  # groups of a completed public domain (cross product)
+MAX_OCCURRENCES = 16  # dataset uses after inlining CTEs (a CTE used twice counts twice)
 _MAX_INTEGER_DOMAIN = 1_000  # an integer column with bounds this narrow has a public domain
 
 _ALLOWED_ROW_NODES: tuple[type[exp.Expression], ...] = (
@@ -267,6 +269,7 @@ class _Analyzer:
         self._catalog_for = catalog_for
         self.occurrences: list[Occurrence] = []
         self._counter = itertools.count()
+        self._expanding: list[str] = []  # CTEs being inlined, innermost last
 
     # -- catalog ------------------------------------------------------------------------
     def column_of(self, col: exp.Column) -> ColumnSpec:
@@ -356,6 +359,12 @@ class _Analyzer:
                 f"unknown dataset {name!r}",
                 "FROM may name a dataset your scenario authorizes, or a CTE defined in WITH",
             ) from exc
+        if len(self.occurrences) >= MAX_OCCURRENCES:
+            raise _refuse(
+                f"the query reads datasets more than {MAX_OCCURRENCES} times once its CTEs "
+                "are inlined",
+                "join fewer tables; a CTE that is used twice reads its datasets twice",
+            )
         alias = f"t{next(self._counter)}"
         self.occurrences.append(Occurrence(alias, catalog))
         return len(self.occurrences) - 1
@@ -399,7 +408,16 @@ class _Analyzer:
         name = node.name.lower()
         alias = (node.alias or node.name).lower()
         if name in ctes:
-            rel = self.flatten(ctes[name], ctes, final=False)
+            if name in self._expanding:
+                raise _refuse(
+                    f"CTE {name!r} refers to itself",
+                    "a CTE may use datasets and CTEs defined before it, not itself",
+                )
+            self._expanding.append(name)
+            try:
+                rel = self.flatten(ctes[name], ctes, final=False)
+            finally:
+                self._expanding.pop()
             return self.relation_source(rel, ctes[name], alias)
         return self.base_source(self.new_occurrence(name), alias)
 
@@ -1012,6 +1030,16 @@ def _is_aggregate(node: exp.Expression) -> bool:
 
 def analyze(sql: str, catalog_for: CatalogFor) -> Plan:
     """Check `sql` against the allowed shape and flatten it; refuse anything else."""
+    try:
+        return _analyze(sql, catalog_for)
+    except RecursionError:
+        raise _refuse(
+            "the query is nested too deeply to check",
+            "write it with fewer nested parentheses, CASEs or subqueries",
+        ) from None
+
+
+def _analyze(sql: str, catalog_for: CatalogFor) -> Plan:
     if len(sql) > MAX_SQL_CHARS:
         raise _refuse(
             f"the query is {len(sql)} characters long",

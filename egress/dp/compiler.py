@@ -368,7 +368,13 @@ def compile_query(
         )
     if seed is None:
         seed = int.from_bytes(hashlib.sha256(plan.normalized_sql.encode()).digest()[:8], "big")
-    rw = rewrite(plan, seed=seed)
+    try:
+        rw = rewrite(plan, seed=seed)
+    except RecursionError:
+        raise QueryRefused(
+            "the query is nested too deeply to rewrite",
+            hint="write it with fewer nested parentheses or CASEs",
+        ) from None
     alloc = _Allocator(plan, rw, mode)
 
     outputs = [

@@ -228,10 +228,25 @@ REFUSED = [
     ("SELECT COUNT(*) FROM residents GROUP BY nosuchcolumn", "unknown column"),
     ("SELEC COUNT(*) FROM residents", "cannot parse"),
     ("SELECT district FROM residents GROUP BY district", "no aggregate"),
+    ("WITH a AS (SELECT * FROM a) SELECT COUNT(*) FROM a", "refers to itself"),
+    (
+        "WITH a AS (SELECT * FROM residents), "
+        + ", ".join(
+            f"c{i} AS (SELECT x.person_id FROM {'a' if i == 0 else f'c{i - 1}'} x "
+            f"JOIN {'a' if i == 0 else f'c{i - 1}'} y ON x.person_id = y.person_id)"
+            for i in range(12)
+        )
+        + " SELECT COUNT(*) FROM c11",
+        "more than 16 times",
+    ),
+    (
+        "SELECT COUNT(*) FROM residents WHERE " + "(" * 3000 + "age > 1" + ")" * 3000,
+        "nested too deeply",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("sql", "words"), REFUSED, ids=[w for _, w in REFUSED])
+@pytest.mark.parametrize(("sql", "words"), REFUSED, ids=[w[:40] for _, w in REFUSED])
 def test_refused_before_it_runs_with_a_message_that_names_it(sql: str, words: str) -> None:
     with pytest.raises(QueryRefused) as err:
         compiled(sql)
