@@ -13,12 +13,14 @@ from enclave.db import metadata
 __all__ = ["rate_windows"]
 
 # One row per (token, minute): a fixed-window request counter. The key is a hash of the
-# bearer token, never the token. Rows older than the current window are pruned as new
-# windows open, so the table holds about one row per active token.
+# bearer token, never the token. Whenever a row opens, every row of an earlier minute is
+# deleted, so the table holds only the current minute's tokens, even under a flood of
+# made-up tokens.
 rate_windows = sa.Table(
     "rate_windows",
     metadata,
     sa.Column("token_key", sa.String(64), primary_key=True),  # sha256(token) hex
     sa.Column("window_start", sa.BigInteger, primary_key=True),  # unix seconds, minute-aligned
     sa.Column("count", sa.Integer, nullable=False),
+    sa.Index("ix_rate_windows_window_start", "window_start"),
 )

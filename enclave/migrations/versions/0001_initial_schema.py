@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 13:27:07.079056
+Create Date: 2026-11-22 13:46:30.270941
 """
 from __future__ import annotations
 
@@ -263,6 +263,9 @@ def upgrade() -> None:
     sa.Column('count', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('token_key', 'window_start', name=op.f('pk_rate_windows'))
     )
+    with op.batch_alter_table('rate_windows', schema=None) as batch_op:
+        batch_op.create_index('ix_rate_windows_window_start', ['window_start'], unique=False)
+
     op.create_table('sandbox_images',
     sa.Column('image_id', sa.String(length=80), nullable=False),
     sa.Column('content_hash', sa.String(length=64), nullable=False),
@@ -406,6 +409,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_sandbox_images_recorded_at'))
 
     op.drop_table('sandbox_images')
+    with op.batch_alter_table('rate_windows', schema=None) as batch_op:
+        batch_op.drop_index('ix_rate_windows_window_start')
+
     op.drop_table('rate_windows')
     with op.batch_alter_table('key_releases', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_key_releases_job_id'))
