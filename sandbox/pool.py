@@ -187,7 +187,10 @@ class WarmPool:
             with self._lock:
                 if len(self._idle) >= self._size:
                     return
-            warm = self._spawn()
+            try:
+                warm = self._spawn()
+            except SandboxError:
+                warm = self._spawn()  # one retry: a busy engine can lose a start
             with self._lock:
                 if not self._stop.is_set():
                     self._idle.append(warm)
@@ -214,20 +217,25 @@ class WarmPool:
             ) from exc
         warm = WarmSandbox(container, stream)
         hello = OutputCollector(1024)
+        why = "no hello"
         try:
             while not hello.hello:
                 chunk = stream.read(_HELLO_TIMEOUT_S)
-                if not chunk or hello.feed(chunk):
+                if not chunk:
+                    why = "exited before it was ready"
+                    break
+                if hello.feed(chunk):
+                    why = "answered before it was asked"
                     break
         except TimeoutError:
-            pass
+            why = f"not ready after {_HELLO_TIMEOUT_S:.0f}s"
         if not hello.hello:
             self._destroy(warm)
             raise SandboxError(
-                "a warm sandbox did not become ready",
+                f"a warm sandbox did not become ready: {why}",
                 code="sandbox.warm_start_failed",
                 kind="unavailable",
-                hint="check the image with `shuyu image build`",
+                hint="check the image with `shuyu image build` and the engine with `docker info`",
             )
         return warm
 

@@ -12,6 +12,8 @@ pyarrow wraps the failure.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import uuid
 from collections.abc import Mapping
 from datetime import timedelta
@@ -56,13 +58,26 @@ class KeyRing:
     def __init__(self, keys: Mapping[str, bytes]) -> None:
         self._keys = dict(keys)
         self.missing: set[str] = set()
+        self.used: dict[str, bytes] = {}  # key id -> sha256 of the key, as pyarrow asked
 
     def get(self, key_id: str) -> bytes:
         try:
-            return self._keys[key_id]
+            key = self._keys[key_id]
         except KeyError:
             self.missing.add(key_id)
             raise KeyError("data key was not released") from None
+        self.used[key_id] = hashlib.sha256(key).digest()
+        return key
+
+    def holds(self, proof: Mapping[str, bytes]) -> bool:
+        """Whether this ring holds exactly the keys (by id and digest) in ``proof``."""
+        if not proof:
+            return False
+        for key_id, digest in proof.items():
+            key = self._keys.get(key_id)
+            if key is None or not hmac.compare_digest(hashlib.sha256(key).digest(), digest):
+                return False
+        return True
 
     def decryption_properties(self) -> pe.FileDecryptionProperties:
         # A unique instance id so pyarrow's client cache never serves one job's keys to

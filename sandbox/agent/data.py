@@ -73,33 +73,35 @@ def _read(root: Path, spec: TableSpec, ring: KeyRing) -> pa.Table:
 
 
 class TableCache:
-    """Decrypted tables of one warm session, keyed by dataset path, one column at a time."""
+    """Decrypted tables of one warm session, keyed by dataset path, one column at a time.
+
+    With each cached column it keeps a *proof*: the ids and SHA-256 digests of the data
+    keys that decrypted it. A later job may use the column only when it holds those same
+    keys; otherwise the agent checks by decrypting the column's first page with the
+    job's keys (which fails without them).
+    """
 
     def __init__(self, root: Path) -> None:
         self._root = root
         self._columns: dict[str, dict[str, pa.ChunkedArray]] = {}
+        self._proofs: dict[str, dict[str, dict[str, bytes]]] = {}
 
     def load(self, specs: Mapping[str, TableSpec], ring: KeyRing) -> dict[str, pa.Table]:
-        """The job's tables, decrypting only columns not already held for this session.
-
-        A cached column is reused only when the current job was granted it *and* was
-        released the keys to read it: the agent re-checks by reading the file footer with
-        this job's keys before it serves cached columns.
-        """
+        """The job's tables, decrypting only columns not already held for this session."""
         tables: dict[str, pa.Table] = {}
         for name, spec in specs.items():
             held = self._columns.setdefault(spec.path, {})
+            proofs = self._proofs.setdefault(spec.path, {})
+            cached = [c for c in spec.columns if c in held]
             need = [c for c in spec.columns if c not in held]
-            if held and not need:
-                # Prove this job holds the keys: decrypting the footer and each column's
-                # metadata needs them, even though the values come from memory.
-                self._check_keys(spec, ring)
+            if cached and not all(ring.holds(proofs.get(c, {})) for c in cached):
+                self._check_keys(TableSpec(name, spec.path, tuple(cached)), ring)
             if need:
+                ring.used.clear()
                 fresh = _read(self._root, TableSpec(name, spec.path, tuple(need)), ring)
                 for col in need:
                     held[col] = fresh.column(col)
-                if len(need) < len(spec.columns):
-                    self._check_keys(spec, ring)
+                    proofs[col] = dict(ring.used)
             tables[name] = pa.table({c: held[c] for c in spec.columns})
         return tables
 
@@ -119,3 +121,4 @@ class TableCache:
 
     def clear(self) -> None:
         self._columns.clear()
+        self._proofs.clear()

@@ -71,6 +71,7 @@ class Agent:
     def _run(self, line: bytes) -> list[bytes]:
         from .crypto import KeyRing, decode_keys
         from .data import parse_datasets
+        from .prelude import parse_prelude, run_prelude
 
         try:
             job = json.loads(line)
@@ -84,6 +85,9 @@ class Agent:
             holdout = job.get("holdout") or {}
         except (ValueError, KeyError, TypeError):
             raise AgentError("job.invalid") from None
+        prelude = parse_prelude(job.get("prelude"))
+        if prelude is not None and kind != "python":
+            raise AgentError("job.invalid")
         specs = parse_datasets(job.get("datasets") or {})
         try:
             tables = self._cache.load(specs, ring)
@@ -92,6 +96,11 @@ class Agent:
             del job
         if kind == "sql":
             return self._sql(code, tables, limits)
+        if prelude is not None:
+            # Trusted statements (the R1.5 sample view) in a connection of their own; the
+            # job sees only the tables they made, and the key goes with the connection.
+            tables = run_prelude(prelude, tables, limits.get("memory_bytes"), limits.get("threads"))
+            del prelude
         return self._python(code, tables, holdout)
 
     def _sql(self, sql: str, tables: dict[str, Any], limits: dict[str, Any]) -> list[bytes]:

@@ -6,7 +6,9 @@ In (host → agent), one line of UTF-8 JSON per job::
      "datasets": {"<table>": {"path": "<dataset id>/v<n>", "columns": ["a", "b"]}},
      "keys": {"<key id>": "<base64 data key>"},
      "limits": {"memory_bytes": …, "threads": …},
-     "holdout": {"<table>": {"fraction": 0.2, "seed": 123}}}      # optional
+     "holdout": {"<table>": {"fraction": 0.2, "seed": 123}},      # optional
+     "prelude": {"statements": [["<sql>", ["<base64>"]]],         # optional, Python jobs:
+                 "tables": {"<table>": "<made table>"}}}          # see agent/prelude.py
 
 Out (agent → host), a sequence of frames. Every frame is::
 

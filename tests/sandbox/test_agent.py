@@ -125,7 +125,9 @@ def test_sql_errors_carry_no_data_values(people: dict[str, pa.Table]) -> None:
 
 def _py(source: str, tables: dict[str, pa.Table] | None = None) -> Artifacts:
     artifacts = Artifacts()
-    run_python(source, JobApi(tables or {"people": pa.table({"x": [1.0, 2.0, 3.0]})}, {}, artifacts))
+    run_python(
+        source, JobApi(tables or {"people": pa.table({"x": [1.0, 2.0, 3.0]})}, {}, artifacts)
+    )
     return artifacts
 
 
@@ -212,3 +214,22 @@ def test_the_holdout_never_reaches_the_job_and_is_reproducible() -> None:
     assert seen.isdisjoint(held)
     assert len(seen) + len(held) == 1000
     assert 150 < len(held) < 250
+
+
+def test_a_warm_cache_serves_a_job_with_the_same_keys_from_memory(
+    demo_data: DemoData,
+) -> None:
+    import secrets
+    import shutil
+
+    cache = TableCache(demo_data.store)
+    spec = {"people": TableSpec("people", demo_data.path, ("salary",))}
+    ids = demo_data.key_ids_for(["salary"])
+    first = cache.load(spec, KeyRing({k: demo_data.keys[k] for k in ids}))
+    shutil.rmtree(demo_data.store / demo_data.path)  # no decrypting possible any more
+    again = cache.load(spec, KeyRing({k: demo_data.keys[k] for k in ids}))
+    assert again["people"].equals(first["people"])
+    forged = {k: secrets.token_bytes(32) for k in ids}  # right ids, wrong keys
+    with pytest.raises(AgentError) as err:
+        cache.load(spec, KeyRing(forged))
+    assert err.value.code in {"data.key_missing", "data.unavailable"}
