@@ -14,7 +14,7 @@ import pyarrow as pa
 from sandbox.agent.protocol import PROTOCOL_VERSION
 from sandbox.limits import SandboxLimits
 
-__all__ = ["JobKind", "JobOutput", "JobSpec", "TableGrant"]
+__all__ = ["JobKind", "JobOutput", "JobSpec", "Prelude", "TableGrant"]
 
 JobKind = Literal["sql", "python"]
 
@@ -25,6 +25,26 @@ class TableGrant:
 
     path: str  # "<dataset id>/v<version>", relative to the store (mounted at /data)
     columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Prelude:
+    """Trusted statements the agent runs before a Python job's code, and the tables they
+    make, which replace the job's tables (``sandbox/agent/prelude.py``). The R1.5 sample
+    view: bind the pseudonym key, materialize the sample, reset the key. Parameters may be
+    key material: never printed."""
+
+    statements: tuple[tuple[str, tuple[bytes, ...]], ...] = field(repr=False)
+    tables: Mapping[str, str]  # job table -> table the statements made
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "statements": [
+                [sql, [base64.b64encode(p).decode() for p in params]]
+                for sql, params in self.statements
+            ],
+            "tables": dict(self.tables),
+        }
 
 
 @dataclass(frozen=True)
@@ -39,6 +59,7 @@ class JobSpec:
     operator: str = ""  # warm sessions are per (operator, scenario)
     scenario_id: str = ""
     holdout: Mapping[str, tuple[float, int]] = field(default_factory=dict)  # table -> (frac, seed)
+    prelude: Prelude | None = field(default=None, repr=False)  # Python jobs: the sample view
 
     def job_line(self, limits: SandboxLimits) -> bytearray:
         """The JSON line the agent reads on stdin (a bytearray, so the caller can zero it)."""
@@ -55,6 +76,8 @@ class JobSpec:
             "limits": {"memory_bytes": limits.memory_bytes, "threads": limits.threads},
             "holdout": {n: {"fraction": f, "seed": s} for n, (f, s) in self.holdout.items()},
         }
+        if self.prelude is not None:
+            body["prelude"] = self.prelude.to_json()
         return bytearray(json.dumps(body).encode() + b"\n")
 
 

@@ -4,6 +4,7 @@
     shuyu.emit_table("by_region", summary)     # DataFrame or pyarrow Table
     shuyu.emit_metric("auc", 0.83)             # a finite number
     shuyu.emit_model("risk", estimator)        # a scikit-learn estimator, saved with skops
+    shuyu.emit_model("risk", est, target="income >= 30000")   # what it predicts (model jobs)
     train, test = shuyu.split(df, test_fraction=0.25, seed=1)   # the operator's own split
 
 Holdout: when the platform declares a holdout for a table (``holdout`` in the job line),
@@ -121,8 +122,17 @@ class JobApi:
             raise AgentError("python.bad_artifact")
         self._artifacts.add(b"M", name, json.dumps(number).encode())
 
-    def emit_model(self, name: str, estimator: Any) -> None:
-        """Save a scikit-learn estimator with skops (a zip of JSON and arrays, never pickle)."""
+    def emit_model(
+        self, name: str, estimator: Any, target: str | None = None, table: str | None = None
+    ) -> None:
+        """Save a scikit-learn estimator with skops (a zip of JSON and arrays, never pickle).
+
+        ``target`` (the column, or a SQL expression over the table's columns, the model
+        predicts) and ``table`` (the table it was fit on) are read by the platform from the
+        job's source, as literals, to rebuild the training and holdout rows for its checks.
+        """
+        if not all(v is None or isinstance(v, str) for v in (target, table)):
+            raise AgentError("python.bad_artifact")
         if not type(estimator).__module__.startswith("sklearn."):
             raise AgentError("python.bad_artifact")
         import skops.io
