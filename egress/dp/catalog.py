@@ -60,6 +60,7 @@ class ColumnSpec:
     role: Role = "attribute"
     bounds: tuple[float, float] | None = None  # public [lower, upper] for numeric columns
     domain: tuple[Any, ...] | None = None  # public list of category values
+    nullable: bool = True  # False: the import refused missing values in this column
 
     @property
     def is_integer(self) -> bool:
@@ -198,4 +199,5 @@ def _column_from_meta(c: Mapping[str, Any]) -> ColumnSpec:
         role=role,  # type: ignore[arg-type]
         bounds=bounds,
         domain=domain,
+        nullable=bool(c.get("nullable", True)),
     )

@@ -377,7 +377,20 @@ def rewrite(plan: Plan, *, seed: int) -> Rewritten:
     """The SQL the sandbox runs, and the parts (with sensitivities) it returns."""
     b = _Builder(plan, seed)
     unit = _sql(plan.occurrences[0].unit_column())
-    b.raw.append(f'{unit} AS "__unit"')
+    # With every dataset's bound verified at import, a unit has at most the product of
+    # the bounds in the join already, so the reservoir (the costly step) is skipped.
+    bounded = not plan.unit_bound_verified
+    selection = plan.needs_partition_selection
+    counts_units = any(a.kind == "count_units" for a in plan.aggregates)
+    # Rows without a unit are dropped, unless the import already refused them (a verified
+    # dataset whose unit column is declared not nullable); reading the unit column costs
+    # a column scan, so it is read only when something needs it.
+    first = plan.occurrences[0]
+    unit_nullable = (
+        not plan.unit_bound_verified or first.catalog.column(first.catalog.privacy_unit).nullable
+    )
+    if bounded or selection or counts_units:
+        b.raw.append(f'{unit} AS "__unit"')
     group_cols: list[str] = []
     for i, key in enumerate(plan.group_keys):
         col = f"__g{i}"
@@ -385,24 +398,15 @@ def rewrite(plan: Plan, *, seed: int) -> Rewritten:
         b.row(col, _guarded(key.expr, plan))
     for i, agg in enumerate(plan.aggregates):
         b.add_aggregate(i, agg)
-    selection = plan.needs_partition_selection
     units_col = "__units" if selection else None
     if units_col:
         b.aggs.append(f'COUNT(DISTINCT "__unit") AS {_q(units_col)}')
 
-    where = [f"{unit} IS NOT NULL"] + [_guarded_cond(c, plan) for c in plan.conditions]
-    raw_sql = (
-        "SELECT "
-        + ", ".join(b.raw)
-        + " FROM "
-        + _from_clause(plan)
-        + " WHERE "
-        + " AND ".join(where)
-    )
-
-    # With every dataset's bound verified at import, a unit has at most the product of
-    # the bounds in the join already, so the reservoir (the costly step) is skipped.
-    bounded = not plan.unit_bound_verified
+    where = [f"{unit} IS NOT NULL"] if unit_nullable else []
+    where += [_guarded_cond(c, plan) for c in plan.conditions]
+    raw_sql = "SELECT " + (", ".join(b.raw) or "TRUE AS __row") + " FROM " + _from_clause(plan)
+    if where:
+        raw_sql += " WHERE " + " AND ".join(where)
     m = plan.contribution_rows
     if bounded:
         hash_args = ", ".join(

@@ -166,6 +166,23 @@ def test_verified_bounds_skip_the_reservoir_and_still_hold(sql: str) -> None:
     assert_within_sensitivity(c, exact, added)
 
 
+@pytest.mark.parametrize("sql", QUERIES[:5])
+def test_a_verified_not_null_unit_is_not_even_read(sql: str) -> None:
+    """The import refused NULL units and checked the bound: the unit column is not read
+    unless something counts units, and the sensitivity still holds."""
+    import dataclasses
+
+    cat = residents_catalog(max_rows=2, verified=True)
+    unit = dataclasses.replace(cat.columns["person_id"], nullable=False)
+    cat = dataclasses.replace(cat, columns={**cat.columns, "person_id": unit})
+    c = compile_query(sql, catalogs(cat), epsilon=1.0)
+    assert "person_id" not in c.rewritten_sql
+    base = make_residents(300, seed=12, rows_per_unit=2)
+    exact = run_exact(c, duck({"residents": base}))
+    added = run_exact(c, duck({"residents": with_intruder(base, 10_000, rows=2)}))
+    assert_within_sensitivity(c, exact, added)
+
+
 def test_a_join_across_datasets_is_bounded_by_the_product() -> None:
     cats = catalogs(residents_catalog(max_rows=1), visits_catalog(max_rows=3))
     sql = (
