@@ -18,12 +18,13 @@ The orchestrator's contract (three calls, in this order)::
 
     exact = sandbox.run(compiled.rewritten_sql)                # pa.Table, exact, bounded
     result = apply_noise(compiled, exact)                      # -> NoisyResult
-    released = ledger.charge_and_record(                       # one transaction: check,
-        engine, scenario_id=..., job_id=..., compiled=compiled,  # charge, store
-        result=result, budget=Budget(epsilon=..., delta=...), actor=user_id,
-    )                              # -> NoisyResult (the stored one on a repeat)
+    release = ledger.charge_and_record(                        # one transaction: check,
+        engine, scenario_id=..., job_id=..., compiled=compiled,  # charge, store, audit
+        result=result, budget=Budget.of(scenario.privacy_budget), actor=user_id,
+    )                              # -> Release(.result, .charged, .paid_by, .status);
+                                   # raises BudgetExhausted (nothing charged or stored)
 
-``ledger.lookup(engine, scenario_id, compiled)`` returns an earlier release of the same
+``ledger.lookup(engine, scenario_id, compiled.query_key)`` returns an earlier release of the same
 query (same normalized SQL, data versions and privacy parameters) before anything runs;
 ``charge_and_record`` also returns it, uncharged, if two identical jobs race.
 
