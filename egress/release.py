@@ -4,6 +4,7 @@
 
     R-<id>/
       data/<output>.parquet|.csv|.json   the result, in each format
+      data/<model>.skops|.card.json|.card.md   a model output: skops file and model card
       report.json                        the egress report (findings never hold values)
       manifest.json                      what this is, where it came from, every file's SHA-256
       manifest.sig                       Ed25519 signature of manifest.json's exact bytes (hex)
@@ -175,8 +176,14 @@ def release_job(
     try:
         files: list[dict[str, Any]] = []
         for o in outputs:
-            for fmt in formats:
-                p = _write_table(o.table, tmp / "data" / _safe_name(o.name), fmt)
+            base = tmp / "data" / _safe_name(o.name)
+            if o.mode == "model":  # the skops file and its card (egress.models.output)
+                from egress.models.output import write_model_files
+
+                written = write_model_files(o.table, base)
+            else:
+                written = [(_write_table(o.table, base, fmt), fmt) for fmt in formats]
+            for p, fmt in written:
                 files.append(
                     {
                         "path": p.relative_to(tmp).as_posix(),

@@ -172,6 +172,8 @@ class EgressReport:
 
 
 def _check_family(check: str) -> str:
+    if check.startswith("model."):
+        return "model"  # egress.models findings: model.capacity, model.refit, ...
     return "identifiers" if check == "canary" else check
 
 

@@ -7,6 +7,7 @@ Each step prints what happened and which command (or API call) does the same by 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -40,6 +41,8 @@ DP_SQL = (
     "FROM residents WHERE age >= 60 GROUP BY district"
 )
 SDC_SQL = "SELECT district, sex, COUNT(*) AS n FROM residents GROUP BY district, sex"
+#: The model job: a logistic regression in RestrictedPython (``shuyu job submit --python``).
+TRAIN_SCRIPT = Path(__file__).parent / "examples" / "train_logreg.py"
 
 Say = Callable[[str], None]
 
@@ -158,7 +161,9 @@ def _people(domain: Domain, say: Say) -> None:
     )
 
 
-def _approve_all(domain: Domain, job_id: str, say: Say) -> None:
+def _approve_all(
+    domain: Domain, job_id: str, say: Say, reason: str = "aggregates only; within purpose"
+) -> None:
     answers = ReviewAnswers(
         beyond_scope=False, direct_exposure=False, model_attack=False, other_risk=False
     )
@@ -168,8 +173,35 @@ def _approve_all(domain: Domain, job_id: str, say: Say) -> None:
 
             if get_job(conn, job_id).state != "pending_review":
                 break
-        approve(domain.gate, job_id, reviewer, answers, reason="aggregates only; within purpose")
+        approve(domain.gate, job_id, reviewer, answers, reason=reason)
         say(f"  {reviewer} approved {job_id} (answered the four R1.3 questions: no risk)")
+
+
+def _say_model(domain: Domain, job_id: str, say: Say) -> None:
+    """The model's membership advantage and the card's summary, from the gate's report."""
+    with domain.engine.connect() as conn:
+        stored = domain.gate.stored_report(conn, job_id)
+        held = domain.gate.load_outputs(conn, job_id)
+    if stored is None:
+        return
+    for f in stored[0].findings:
+        if f.check == "model.membership_inference":
+            e = f.evidence
+            say(
+                f"  membership inference: advantage {e.get('advantage')} (AUC {e.get('auc')}, "
+                f"noise floor {e.get('noise_floor')}, limit {e.get('limit')}) -> {f.severity}"
+            )
+    if held and held[0].mode == "model":
+        from egress.models.output import model_parts
+
+        card = json.loads(model_parts(held[0].table)[1])
+        metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(card["metrics"].items()))
+        say(
+            f"  card: {card['model_class'].rsplit('.', 1)[-1]} "
+            f"({' -> '.join(card['structure'][1:]) or 'one step'}), "
+            f"{card['parameters']} parameters, {card['training_rows']:,} training / "
+            f"{card['holdout_rows']:,} holdout rows of the sample; {metrics}"
+        )
 
 
 def run_demo(settings: Settings, *, rows: int = 1_000_000, say: Say = print) -> DemoResult:
@@ -247,6 +279,20 @@ def run_demo(settings: Settings, *, rows: int = 1_000_000, say: Say = print) -> 
     result.jobs["sdc"] = view
     say(f"  job {view['id']}: {view['state']} {view.get('error_code') or ''}")
 
+    say("\n3b) a model: logistic regression trained in the sandbox on the desensitized sample")
+    view = jobs.submit(
+        domain,
+        operator,
+        SCENARIO_ID,
+        kind="python",
+        code=TRAIN_SCRIPT.read_text(encoding="utf-8"),
+        output_mode="model",
+    )
+    view = jobs.run_job(domain, view["id"])
+    result.jobs["model"] = view
+    say(f"  job {view['id']}: {view['state']} {view.get('error_code') or ''}")
+    _say_model(domain, view["id"], say)
+
     say("\n4) egress reports and review (two reviewers: the data is grade L4)")
     for name, view in result.jobs.items():
         with domain.engine.connect() as conn:
@@ -258,7 +304,12 @@ def run_demo(settings: Settings, *, rows: int = 1_000_000, say: Say = print) -> 
                 for f in o.findings:
                     say(f"    ({f.severity}) {f.check}: {f.message}")
         if view["state"] == "pending_review":
-            _approve_all(domain, view["id"], say)
+            reason = (
+                "a regularised logistic regression; membership advantage within the limit"
+                if name == "model"
+                else "aggregates only; within purpose"
+            )
+            _approve_all(domain, view["id"], say, reason)
 
     say("\n5) releases, signed and verified offline")
     releases_root = settings.home / "releases"

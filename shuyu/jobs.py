@@ -488,12 +488,17 @@ def _run(domain: Domain, job: Job) -> None:
         _run_dp(domain, job, s, prepared.compiled, prepared, records, sb)
     elif job.output_mode == "sdc_aggregate" and prepared.plan is not None:
         _run_sdc(domain, job, s, prepared.plan, records, sb)
+    elif job.kind == "python" and job.output_mode == "model":
+        from shuyu.model_jobs import run_model_job  # imports shuyu.jobs: import it late
+
+        run_model_job(domain, job, s, records, sb)
     else:
         raise ServiceError(
-            "Python jobs are not wired to the gate yet in this build",
+            f"a {job.kind} job with output mode {job.output_mode} cannot run",
             code="service.not_implemented",
             kind="conflict",
-            hint="submit SQL jobs (dp_aggregate or sdc_aggregate)",
+            hint="Python jobs release models (output mode model); SQL jobs release "
+            "dp_aggregate or sdc_aggregate outputs",
         )
 
 

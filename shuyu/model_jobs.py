@@ -1,0 +1,500 @@
+"""Python model jobs: train in the sandbox on the desensitized sample, check the model next to
+the data, and send it to the gate (issue 7).
+
+    authorized ──► running ──► keys for the columns the sample view reads (key release)
+                               + the scenario's pseudonym key (audited)
+               ──► cold sandbox: the prelude materializes the R1.5 sample view and drops the
+                   key; the platform's holdout hides a seeded share of its rows; operator
+                   code (RestrictedPython) trains and emits one model as skops bytes
+               ──► computed ──► model checks, as trusted code in this worker, on the same
+                   training and holdout rows, rebuilt from a trusted read
+               ──► gated ──► gate: pending_review (every model needs a reviewer) | refused
+
+What the operator writes (``shuyu/examples/train_logreg.py``)::
+
+    df = shuyu.table("residents")          # the sample view's rows, holdout removed
+    model = ...fit(df[features], df["income"] >= 30000)
+    shuyu.emit_model("income_model", model, target="income >= 30000")
+
+The checks need the rows the model was trained on and rows it never saw. The platform
+knows both: the sample view is deterministic for a scenario (its pseudonym key), and the
+holdout is :func:`holdout_mask` of a seed drawn here for this run only. The *target* is
+declared in the source (``target=``, a column or a SQL expression over the table's
+columns, read here from the source as a literal) and evaluated by trusted DuckDB; the
+*features* are the model's ``feature_names_in_``. If the operator trained on anything else
+(another split, derived columns, another target), the trusted refit differs and blocks.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import logging
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlglot
+from sqlglot import exp
+
+from egress.checks import Finding
+from egress.errors import ModelFormatError
+from egress.models import ModelCard, ModelData, ModelThresholds, check_loaded_model
+from egress.models.output import model_output
+from egress.models.safe_format import load_model_safely, model_sha256
+from enclave.jobstore import Job, transition
+from enclave.scenarios import pseudonym_key_id
+from enclave.store import DatasetRecord
+from policies.desensitize import SampleView
+from policies.scenario import Scenario
+from sandbox.job import Prelude
+from shuyu.context import Domain
+from shuyu.errors import ServiceError
+
+__all__ = [
+    "HOLDOUT_FRACTION",
+    "ModelDeclaration",
+    "holdout_mask",
+    "read_declaration",
+    "run_model_job",
+    "target_sql",
+]
+
+log = logging.getLogger(__name__)
+
+#: Share of the sample's rows the platform holds out from training, to test the model on
+#: rows it never saw (membership inference, holdout metrics on the card).
+HOLDOUT_FRACTION = 0.2
+
+_EMITTERS = ("emit_model", "emit_table", "emit_metric")
+
+
+def _invalid(message: str, hint: str) -> ServiceError:
+    return ServiceError(message, code="service.model_job_invalid", kind="invalid", hint=hint)
+
+
+# --- what the job declares ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelDeclaration:
+    """The one ``shuyu.emit_model(name, model, target=..., table=...)`` call of a model job."""
+
+    name: str
+    table: str
+    target: str | None
+
+
+def _literal(node: ast.expr | None, what: str) -> str | None:
+    if node is None:
+        return None
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    raise _invalid(
+        f"the {what} of shuyu.emit_model is not a string literal",
+        hint=f'write it out, e.g. {what}="income >= 30000"'
+        if what == "target"
+        else f'write it out, e.g. {what}="residents"',
+    )
+
+
+def read_declaration(code: str, tables: Sequence[str]) -> ModelDeclaration:
+    """Read the model job's ``shuyu.emit_model`` call from its source (nothing is run).
+
+    A model job emits exactly one model and nothing else: an emitted table or metric would
+    leave unchecked. ``table`` may be left out when the scenario has one dataset.
+    """
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        raise _invalid(
+            "the Python does not parse", hint="run it on the sample locally first"
+        ) from None
+    calls = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in _EMITTERS
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "shuyu"
+    ]
+    others = sorted({c.func.attr for c in calls if c.func.attr != "emit_model"})  # type: ignore[attr-defined]
+    models = [c for c in calls if c.func.attr == "emit_model"]  # type: ignore[attr-defined]
+    if others or len(models) != 1:
+        raise _invalid(
+            "a model job emits exactly one model and nothing else"
+            + (f" (it calls shuyu.{', shuyu.'.join(others)})" if others else ""),
+            hint="call shuyu.emit_model once; the card reports the model's metrics on the "
+            "platform's holdout, so no shuyu.emit_metric is needed",
+        )
+    call = models[0]
+    args: dict[str, ast.expr] = dict(
+        zip(("name", "estimator", "target", "table"), call.args, strict=False)
+    )
+    args.update({k.arg: k.value for k in call.keywords if k.arg is not None})
+    name = _literal(args.get("name"), "name")
+    if name is None:
+        raise _invalid("shuyu.emit_model has no name", hint='shuyu.emit_model("model", est, ...)')
+    table = _literal(args.get("table"), "table")
+    if table is None:
+        if len(tables) != 1:
+            raise _invalid(
+                "the scenario has several datasets; the model job must say which one the "
+                "model was trained on",
+                hint='shuyu.emit_model("model", est, target=..., table="<dataset>")',
+            )
+        table = tables[0]
+    if table not in tables:
+        raise _invalid(
+            f"table {table!r} is not a dataset of the scenario",
+            hint="name one of: " + ", ".join(sorted(tables)),
+        )
+    return ModelDeclaration(name, table, _literal(args.get("target"), "target"))
+
+
+_TARGET_NODES = (
+    exp.Column,
+    exp.Identifier,
+    exp.Literal,
+    exp.Boolean,
+    exp.Null,
+    exp.Paren,
+    exp.Tuple,
+    exp.EQ,
+    exp.NEQ,
+    exp.GT,
+    exp.GTE,
+    exp.LT,
+    exp.LTE,
+    exp.And,
+    exp.Or,
+    exp.Not,
+    exp.In,
+    exp.Is,
+    exp.Add,
+    exp.Sub,
+    exp.Mul,
+    exp.Div,
+    exp.Neg,
+)
+
+
+def target_sql(target: str, columns: Sequence[str]) -> str:
+    """The declared target as DuckDB SQL over ``columns``: a column, or an expression of
+    columns, literals, comparisons, IN, IS, AND/OR/NOT and arithmetic; nothing else."""
+    hint = 'a column ("benefit_type") or an expression of columns ("income >= 30000")'
+    try:
+        tree = sqlglot.parse_one(target, read="duckdb")
+    except sqlglot.errors.ParseError:
+        raise _invalid("the model's target does not parse as SQL", hint=hint) from None
+    known = set(columns)
+    for node in tree.walk():
+        if not isinstance(node, _TARGET_NODES):
+            raise _invalid(
+                f"the model's target uses {type(node).__name__}, which is not allowed", hint=hint
+            )
+        if isinstance(node, exp.Column) and (node.table or node.name not in known):
+            raise _invalid(
+                "the model's target names a column the sample view does not have",
+                hint="the sample has: " + ", ".join(columns),
+            )
+
+    def quote(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Column):
+            return exp.column(node.name, quoted=True)
+        return node
+
+    return tree.transform(quote).sql(dialect="duckdb")
+
+
+# --- the split, as the agent makes it ----------------------------------------------------
+
+
+def holdout_mask(num_rows: int, fraction: float, seed: int) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """True for held-out rows: the agent's own rule (``sandbox/agent/api.py``), repeated
+    here so that trusted code need not import the in-container agent (a test keeps the two
+    equal)."""
+    mask: np.ndarray[Any, np.dtype[np.bool_]] = (
+        np.random.default_rng(seed).random(num_rows) < fraction
+    )
+    return mask
+
+
+# --- the sample view ---------------------------------------------------------------------
+
+
+def _view_columns(view: SampleView) -> list[str]:
+    """Every source column the view's SQL reads (kept, transformed, or sampled by)."""
+    tree = sqlglot.parse_one(view.select_sql, read="duckdb")
+    return sorted({c.name for c in tree.find_all(exp.Column)})
+
+
+def _views(
+    domain: Domain, job: Job, scenario: Scenario, records: Mapping[str, DatasetRecord]
+) -> tuple[dict[str, SampleView], dict[str, list[str]]]:
+    views: dict[str, SampleView] = {}
+    columns: dict[str, list[str]] = {}
+    for name in records:
+        view = domain.scenarios.sample_view(job.scenario_id, name)
+        cols = _view_columns(view)
+        outside = sorted(set(cols) - set(scenario.columns_of(name)))
+        if outside:
+            raise ServiceError(
+                f"the sample view of {name} reads {len(outside)} column(s) the scenario does "
+                "not grant (its privacy unit, to sample by)",
+                code="service.sample_scope",
+                kind="conflict",
+                hint="ask the authority to grant the dataset's privacy unit, or a sample rate of 1",
+                details={"columns": outside},
+            )
+        views[name], columns[name] = view, cols
+    return views, columns
+
+
+def _pseudonym_key(domain: Domain, job: Job, views: Mapping[str, SampleView]) -> bytes:
+    """The scenario's sample-view key, when a view needs it; its release is audited."""
+    if not any(v.needs_key for v in views.values()):
+        return b""
+    key_id = pseudonym_key_id(job.scenario_id)
+    with domain.engine.begin() as conn:
+        key = domain.keys.get(conn, key_id)
+        domain.audit.record(
+            conn,
+            actor="system",
+            action="key.release",
+            target=job.id,
+            details={"key_ids": [key_id], "purpose": "sample_view"},
+        )
+    return key
+
+
+def _prelude(views: Mapping[str, SampleView], key: bytes) -> Prelude:
+    statements: list[tuple[str, tuple[bytes, ...]]] = []
+    for view in views.values():
+        statements += [(sql, tuple(params)) for sql, params in view.statements(key)]
+    return Prelude(tuple(statements), {name: v.name for name, v in views.items()})
+
+
+def _trusted_sample(
+    domain: Domain,
+    rec: DatasetRecord,
+    columns: Sequence[str],
+    view: SampleView,
+    key: bytes,
+    target: str | None,
+) -> tuple[pa.Table, np.ndarray[Any, Any] | None]:
+    """The sample the sandbox built, rebuilt by trusted code, and the target over it."""
+    raw = domain.store.open_dataset_for_trusted_read(rec.name, version=rec.version, columns=columns)
+    con = duckdb.connect(":memory:", config={"enable_external_access": False})
+    try:
+        con.register(rec.name, raw)
+        for sql, params in view.statements(key):
+            con.execute(sql, params)
+        source = '"' + view.name.replace('"', '""') + '"'
+        sample = con.sql(f"SELECT * FROM {source}").to_arrow_table()  # noqa: S608
+        y = None
+        if target is not None:
+            expr = target_sql(target, sample.column_names)
+            got = con.sql(f"SELECT ({expr}) AS y FROM {source}").to_arrow_table()  # noqa: S608
+            y = got.column("y").to_numpy(zero_copy_only=False)
+        return sample, y
+    finally:
+        con.close()
+
+
+# --- checking ----------------------------------------------------------------------------
+
+
+def _blocked_card(blob: bytes, findings: Sequence[Finding], rows: tuple[int, int]) -> ModelCard:
+    """A card for a model the checks could not examine: what is known, and why not."""
+    return ModelCard(
+        model_class="unknown",
+        structure=[],
+        hyperparameters={},
+        parameters=0,
+        training_rows=rows[0],
+        holdout_rows=rows[1],
+        features=0,
+        metrics={},
+        checks=[
+            {"check": f.check, "severity": f.severity, "evidence": f.message} for f in findings
+        ],
+        verdict="block",
+        dp_epsilon=None,
+        dp_classes=[],
+        format={"format": "skops", "sha256": model_sha256(blob), "bytes": len(blob)},
+    )
+
+
+def _block(check: str, message: str, fix: str) -> Finding:
+    from egress.checks import Fix
+
+    return Finding(check, "block", message, {}, Fix("retrain", fix))
+
+
+def _identifier_values(rec: DatasetRecord, sample: pa.Table) -> dict[str, list[object]]:
+    """What the job saw of identifying columns (pseudonyms, in the sample): the values a
+    model could have memorised."""
+    meta = rec.meta
+    names = {c.name for c in meta.columns if c.role == "identifier"}
+    if meta.privacy_unit:
+        names.add(meta.privacy_unit)
+    return {
+        n: pc.unique(sample.column(n)).drop_null().to_pylist()
+        for n in sorted(names)
+        if n in sample.column_names
+    }
+
+
+def _check(
+    domain: Domain,
+    scenario: Scenario,
+    job: Job,
+    rec: DatasetRecord,
+    blob: bytes,
+    sample: pa.Table,
+    y: np.ndarray[Any, Any] | None,
+    mask: np.ndarray[Any, np.dtype[np.bool_]],
+) -> tuple[list[Finding], ModelCard]:
+    """Every model check on the emitted model; a model they cannot examine is blocked."""
+    rows = (int((~mask).sum()), int(mask.sum()))
+    try:
+        model = load_model_safely(blob)
+    except ModelFormatError as exc:
+        found = [_block("model.format", exc.message, exc.hint or "")]
+        return found, _blocked_card(blob, found, rows)
+    from sklearn.base import is_classifier, is_regressor
+
+    features = [str(f) for f in getattr(model, "feature_names_in_", [])]
+    problems: list[Finding] = []
+    if not features or not set(features) <= set(sample.column_names):
+        problems.append(
+            _block(
+                "model.features_unknown",
+                "the model does not name its input columns, or names columns the sample "
+                "view does not have, so the checks cannot rebuild its training rows",
+                "fit the model (a Pipeline with its transformations) on a DataFrame of the "
+                "table's own columns",
+            )
+        )
+    supervised = bool(is_classifier(model) or is_regressor(model))
+    if supervised and y is None:
+        problems.append(
+            _block(
+                "model.target_unknown",
+                "the model is supervised but the job does not declare what it predicts",
+                'declare it: shuyu.emit_model("name", model, target="<column or expression>")',
+            )
+        )
+    if problems:
+        return problems, _blocked_card(blob, problems, rows)
+    frame = sample.select(features).to_pandas()
+    keep = ~mask
+    train = ModelData(frame[keep].reset_index(drop=True), None if y is None else y[keep])
+    holdout = ModelData(frame[mask].reset_index(drop=True), None if y is None else y[mask])
+    disclosure = domain.scenarios.disclosure(job.scenario_id)
+    thresholds = ModelThresholds.from_policy(
+        scenario.models, min_cell_size=disclosure.min_cell_size
+    )
+    try:
+        report = check_loaded_model(
+            model, train, holdout, _identifier_values(rec, sample), thresholds, blob=blob
+        )
+    except Exception as exc:  # a check that cannot run on this model must not wave it through
+        log.warning("model checks failed on job %s: %s", job.id, type(exc).__name__)
+        found = [
+            _block(
+                "model.checks_failed",
+                f"the model checks could not run on this model ({type(exc).__name__})",
+                "use a scikit-learn estimator fit on the table's columns with the declared target",
+            )
+        ]
+        return found, _blocked_card(blob, found, rows)
+    return report.egress_findings(), report.card
+
+
+def _not_rows() -> list[Finding]:
+    return [
+        Finding(
+            "row_level",
+            "info",
+            "a model job releases a model, never rows; the model checks look for stored "
+            "training rows (model.stores_training_rows, model.training_row_in_parameters)",
+        )
+    ]
+
+
+def _identifiers_in_model() -> list[Finding]:
+    return [
+        Finding(
+            "identifiers",
+            "info",
+            "the model checks searched the model for the identifying values the job saw "
+            "(model.identifier_in_parameters)",
+        )
+    ]
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+def run_model_job(
+    domain: Domain,
+    job: Job,
+    scenario: Scenario,
+    records: Mapping[str, DatasetRecord],
+    sb: Any,
+) -> None:
+    """Run one authorized, ``running`` Python model job to the gate (see the module doc)."""
+    from shuyu.jobs import _release_keys, _spec
+
+    decl = read_declaration(job.code, sorted(records))
+    views, columns = _views(domain, job, scenario, records)
+    if decl.target is not None:
+        # refuse a bad target before any key leaves the key service
+        sample_cols = [c for c, a in views[decl.table].actions.items() if a != "drop"]
+        target_sql(decl.target, sample_cols)
+    keys = _release_keys(domain, job, columns, records, actor="system")
+    pseudonym_key = _pseudonym_key(domain, job, views)
+    seed = secrets.randbelow(2**31)  # this run's holdout; it lives only in this worker
+    spec = dataclasses.replace(
+        _spec(job, job.code, columns, records, keys),
+        holdout={decl.table: (HOLDOUT_FRACTION, seed)},
+        prelude=_prelude(views, pseudonym_key),
+    )
+    out = sb.run(spec, warm=False)
+    if out.tables or out.metrics or set(out.models) != {decl.name}:
+        raise _invalid(
+            "the job did not emit exactly the one model it declares",
+            hint=f"call shuyu.emit_model({decl.name!r}, model, ...) once and emit nothing else",
+        )
+    blob = out.models[decl.name]
+    with domain.engine.begin() as conn:
+        transition(conn, domain.audit, job.id, "computed", actor="system")
+    rec = records[decl.table]
+    sample, y = _trusted_sample(
+        domain, rec, columns[decl.table], views[decl.table], pseudonym_key, decl.target
+    )
+    mask = holdout_mask(sample.num_rows, HOLDOUT_FRACTION, seed)
+    findings, card = _check(domain, scenario, job, rec, blob, sample, y, mask)
+    del sample, y
+    output = model_output(decl.name, blob, card, sorted(records))
+    with domain.engine.begin() as conn:
+        transition(conn, domain.audit, job.id, "gated", actor="system")
+    domain.gate.process(
+        job.id,
+        [output],
+        precomputed={
+            decl.name: {
+                "row_level": _not_rows(),
+                "identifiers": _identifiers_in_model(),
+                "model": findings,
+            }
+        },
+    )
