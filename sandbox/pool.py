@@ -54,7 +54,7 @@ __all__ = ["PoolExecutor", "WarmPool", "WarmSandbox"]
 
 log = logging.getLogger(__name__)
 
-LABEL_SCENARIO = "org.shuyu.scenario"
+LABEL_POOL = "org.shuyu.pool"
 _HELLO_TIMEOUT_S = 60.0
 
 
@@ -139,6 +139,9 @@ class WarmPool:
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
         self._threads: list[threading.Thread] = []
+        # Labels every container of this pool, so it (or an operator cleaning up after a
+        # crashed host) can find exactly its own.
+        self.pool_id = uuid.uuid4().hex[:12]
 
     @property
     def enabled(self) -> bool:
@@ -205,7 +208,7 @@ class WarmPool:
                 self._image_id,
                 command=["--loop"],
                 name=f"shuyu-warm-{uuid.uuid4().hex[:12]}",
-                labels={LABEL_ROLE: "warm"},
+                labels={LABEL_ROLE: "warm", LABEL_POOL: self.pool_id},
                 **hardened_container_config(self._limits, self._store, store_gid=gid),
             )
             stream = SandboxStream(self._client, container.id)

@@ -191,12 +191,13 @@ def test_cpu_spin_and_infinite_loops_are_killed_at_the_wall_clock(
 ) -> None:
     limits = SandboxLimits(timeout_s=3, cpus=0.5)
     ex = DockerExecutor(docker_client, sandbox_image_id, limits, demo_data.store)
+    spec = demo_data.spec(code, kind="python")
     t0 = time.monotonic()
     with pytest.raises(LimitExceeded) as err:
-        run_job(ex, demo_data.spec(code, kind="python"))
+        run_job(ex, spec)
     assert err.value.details["limit"] == "time"
     assert 3 <= time.monotonic() - t0 < 10
-    assert not docker_client.containers.list(all=True, filters={"name": "shuyu-job-"})
+    assert not docker_client.containers.list(all=True, filters={"name": spec.job_id})
 
 
 def test_output_over_the_limit_is_killed_and_nothing_is_accepted(

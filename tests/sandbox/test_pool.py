@@ -48,7 +48,8 @@ def pool(
     p.start(reaper_interval_s=3600)
     yield p
     p.close()
-    assert not docker_client.containers.list(all=True, filters={"label": "org.shuyu.role=warm"})
+    mine = {"label": f"org.shuyu.pool={p.pool_id}"}
+    assert not docker_client.containers.list(all=True, filters=mine)
 
 
 @pytest.fixture(autouse=True)
