@@ -1,0 +1,155 @@
+"""Python model jobs end to end against the real Docker engine: sandbox, checks, gate, release."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import skops.io as sio
+
+from egress.ledger import Budget, Ledger
+from egress.models import EXTRA_TRUSTED_TYPES
+from egress.release import verify_release
+from egress.review import ReviewAnswers, approve
+from enclave.audit import AuditLog
+from shuyu import jobs
+from shuyu.context import Domain, open_domain
+from shuyu.demo import SCENARIO_ID, TRAIN_SCRIPT, run_demo
+from shuyu.settings import Settings
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+NO_RISK = ReviewAnswers(False, False, False, False)
+
+KNN = """
+from sklearn.compose import ColumnTransformer
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+df = shuyu.table("residents")
+columns = ["age", "sex", "district"]
+encode = ColumnTransformer([("onehot", OneHotEncoder(sparse_output=False), columns)])
+model = Pipeline([("encode", encode), ("knn", KNeighborsClassifier(n_neighbors=5))])
+model.fit(df[columns], df["income"] >= 30000)
+shuyu.emit_model("knn", model, target="income >= 30000")
+"""
+
+IMPORTS_OS = """
+import os
+shuyu.emit_model("m", None)
+"""
+
+
+@pytest.fixture(scope="module")
+def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    # 100,000 rows: the 10% sample gives ~8,000 training and ~2,000 holdout rows, enough for
+    # the membership attack's noise floor (~0.036) to sit below the scenario's 0.05 limit
+    settings = Settings(home=tmp_path_factory.mktemp("models") / "home", warm_pool_size=0)
+    lines: list[str] = []
+    result = run_demo(settings, rows=100_000, say=lines.append)
+    assert result.audit_ok, "\n".join(lines)
+    assert result.jobs["model"]["state"] == "pending_review", "\n".join(lines)
+    return settings
+
+
+@pytest.fixture
+def domain(demo_home: Settings) -> Any:
+    d = open_domain(demo_home)
+    yield d
+    d.close()
+
+
+def _submit(domain: Domain, code: str) -> dict[str, Any]:
+    operator = domain.identity.get("operator")
+    view = jobs.submit(domain, operator, SCENARIO_ID, kind="python", code=code, output_mode="model")
+    return jobs.run_job(domain, view["id"])
+
+
+def _findings(domain: Domain, job_id: str) -> dict[str, Any]:
+    with domain.engine.connect() as conn:
+        stored = domain.gate.stored_report(conn, job_id)
+    assert stored is not None
+    return {f.check: f for f in stored[0].findings}
+
+
+def _spent(domain: Domain) -> float:
+    scenario = domain.scenarios.get(SCENARIO_ID).scenario
+    status = Ledger(domain.audit, domain.keys).status(
+        domain.engine, SCENARIO_ID, Budget.of(scenario.privacy_budget)
+    )
+    return float(status.epsilon_left)
+
+
+def test_a_logistic_regression_waits_for_two_reviewers_then_releases_with_its_card(
+    domain: Domain,
+) -> None:
+    view = _submit(domain, TRAIN_SCRIPT.read_text(encoding="utf-8"))
+    assert view["state"] == "pending_review", view
+    found = _findings(domain, view["id"])
+    membership = found["model.membership_inference"]
+    assert membership.severity in ("info", "review")
+    assert membership.evidence["advantage"] < membership.evidence["limit"] == 0.05
+    assert found["model.refit"].severity == "info"  # the gate rebuilt the very training rows
+    assert "model.review_required" in found
+
+    first = approve(domain.gate, view["id"], "reviewer1", NO_RISK, reason="low risk")
+    assert first.release is None  # grade L4: a second reviewer is needed
+    second = approve(domain.gate, view["id"], "reviewer2", NO_RISK, reason="low risk")
+    assert second.release is not None
+    folder: Path = second.release.path
+    assert verify_release(folder).ok
+    path = folder / "data" / "income_model.skops"
+    # as docs/models.md says: check the file's untrusted types against the allow-list, load
+    untrusted = sio.get_untrusted_types(file=path)
+    assert set(untrusted) <= set(EXTRA_TRUSTED_TYPES)
+    model = sio.load(path, trusted=untrusted)
+    assert type(model).__name__ == "Pipeline"
+    assert list(model.feature_names_in_) == ["age", "sex", "district"]
+    card = json.loads((folder / "data" / "income_model.card.json").read_text(encoding="utf-8"))
+    assert card["training_rows"] > 4 * card["holdout_rows"] * 0.8
+    assert 0.5 < card["metrics"]["roc_auc"] < 1
+    assert (
+        (folder / "data" / "income_model.card.md")
+        .read_text(encoding="utf-8")
+        .startswith("# Model card: Pipeline")
+    )
+
+
+def test_a_nearest_neighbours_model_is_refused_for_storing_training_rows(domain: Domain) -> None:
+    view = _submit(domain, KNN)
+    assert view["state"] == "refused", view
+    assert view["error_code"] == "egress.blocked"
+    assert _findings(domain, view["id"])["model.stores_training_rows"].severity == "block"
+    with domain.engine.connect() as conn:
+        assert domain.gate.load_outputs(conn, view["id"]) == []
+
+
+def test_a_script_that_imports_os_fails_with_the_refusal_and_charges_nothing(
+    domain: Domain,
+) -> None:
+    before = _spent(domain)
+    view = _submit(domain, IMPORTS_OS)
+    assert view["state"] == "failed"
+    assert view["error_code"] == "sandbox.python.not_allowed"
+    assert _spent(domain) == before
+    with domain.engine.connect() as conn:
+        assert domain.gate.stored_report(conn, view["id"]) is None
+
+
+def test_a_model_without_a_declared_target_is_refused_not_waved_through(domain: Domain) -> None:
+    code = TRAIN_SCRIPT.read_text(encoding="utf-8").replace(', target="income >= 30000"', "")
+    view = _submit(domain, code)
+    assert view["state"] == "refused", view
+    assert _findings(domain, view["id"])["model.target_unknown"].severity == "block"
+
+
+def test_the_sample_view_key_release_is_audited_and_no_key_is_in_the_log(
+    domain: Domain,
+) -> None:
+    with domain.engine.connect() as conn:
+        entries = [e for e in AuditLog.entries(conn) if e.action == "key.release"]
+    sample = [e for e in entries if (e.details or {}).get("purpose") == "sample_view"]
+    assert sample and all(e.details["key_ids"] == [f"{SCENARIO_ID}.pseudonym"] for e in sample)
