@@ -35,9 +35,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from egress.checks import OutputSpec
 from egress.errors import ReviewError
 from egress.gate import Gate
 from egress.gate_tables import egress_reports, egress_reviews
@@ -245,10 +247,19 @@ def show(gate: Gate, job_id: str, actor: str) -> dict[str, Any]:
             "reviews": reviews,
             "questions": QUESTIONS,
             "outputs": [
-                {"name": o.name, "mode": o.mode, "measures": dict(o.measures), "table": o.table}
+                {"name": o.name, "mode": o.mode, "measures": dict(o.measures), "table": _shown(o)}
                 for o in outputs
             ],
         }
+
+
+def _shown(output: OutputSpec) -> pa.Table:
+    """The table a reviewer sees: a model as its card's facts, never its skops bytes."""
+    if output.mode != "model":
+        return output.table
+    from egress.models.output import model_summary_table
+
+    return model_summary_table(output.table)
 
 
 def comment(gate: Gate, job_id: str, actor: str, text: str) -> str:

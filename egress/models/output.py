@@ -13,6 +13,8 @@ the row becomes three files (:func:`write_model_files`)::
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +24,13 @@ from egress.checks import OutputSpec
 from egress.errors import EgressError
 from egress.models.card import ModelCard
 
-__all__ = ["MODEL_COLUMNS", "model_output", "model_parts", "write_model_files"]
+__all__ = [
+    "MODEL_COLUMNS",
+    "model_output",
+    "model_parts",
+    "model_summary_table",
+    "write_model_files",
+]
 
 MODEL_COLUMNS: tuple[str, ...] = ("model", "card_json", "card_markdown")
 
@@ -64,3 +72,23 @@ def write_model_files(table: pa.Table, base: Path) -> list[tuple[Path, str]]:
     out[1][0].write_text(card_json + "\n", encoding="utf-8")
     out[2][0].write_text(card_md + "\n", encoding="utf-8")
     return out
+
+
+def model_summary_table(table: pa.Table) -> pa.Table:
+    """What a reviewer reads of a held model, as (item, value) rows: the card's facts and
+    metrics, and the file's size and hash, never the skops bytes themselves."""
+    blob, card_json, _ = model_parts(table)
+    card = json.loads(card_json)
+    items: list[tuple[str, str]] = [
+        ("class", str(card.get("model_class", ""))),
+        ("steps", " -> ".join(card.get("structure", [])[1:])),
+        ("learned parameters", str(card.get("parameters", ""))),
+        ("training rows", str(card.get("training_rows", ""))),
+        ("holdout rows", str(card.get("holdout_rows", ""))),
+        ("features", str(card.get("features", ""))),
+        *((f"metric {k}", f"{v:.4f}") for k, v in sorted(card.get("metrics", {}).items())),
+        ("checks verdict", str(card.get("verdict", ""))),
+        ("skops bytes", str(len(blob))),
+        ("skops sha256", hashlib.sha256(blob).hexdigest()),
+    ]
+    return pa.table({"item": [k for k, _ in items], "value": [v for _, v in items]})

@@ -11,6 +11,7 @@ import skops.io as sio
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 
+from egress import review
 from egress.checks import Finding, Thresholds, run_checks
 from egress.errors import EgressError
 from egress.models import ModelCard, ModelData, ModelThresholds, check_model, dump_model
@@ -111,3 +112,16 @@ def test_a_held_model_output_has_one_fixed_shape() -> None:
     assert model_parts(output.table)[0] == b"PK-bytes"
     with pytest.raises(EgressError):
         model_parts(pa.table({"model": [b"x"], "card_json": ["{}"]}))
+
+
+def test_a_reviewer_sees_the_card_facts_never_the_model_bytes(world: World) -> None:
+    blob, findings, card = _checked(world, LogisticRegression(max_iter=500))
+    job = _gate(world, blob, findings, card)
+    shown = review.show(world.domain.gate, job, REVIEWER_A)
+    table = shown["outputs"][0]["table"]
+    assert table.column_names == ["item", "value"]
+    facts = dict(
+        zip(table.column("item").to_pylist(), table.column("value").to_pylist(), strict=True)
+    )
+    assert facts["skops bytes"] == str(len(blob)) and "metric roc_auc" in facts
+    json.dumps(table.to_pylist())  # what the API and the console render: plain text
