@@ -16,10 +16,14 @@ _FEATURES = ("contrib", "honest-but-curious", "idealized-numerics")
 
 @pytest.fixture
 def opendp_features() -> Iterator[None]:
-    """OpenDP's DP PCA needs these features; switch them off again for other tests."""
+    """OpenDP's DP PCA needs these features; switch the extra ones off again afterwards.
+
+    ``contrib`` stays on: the DP SQL gate (egress.dp.mechanisms) enables it at import and
+    relies on it for the life of the process.
+    """
     dp.enable_features(*_FEATURES)
     yield
-    dp.disable_features(*_FEATURES)
+    dp.disable_features(*(f for f in _FEATURES if f != "contrib"))
 
 
 def _data(n: int = 1200) -> tuple[ModelData, ModelData]:
