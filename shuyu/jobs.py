@@ -22,7 +22,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -163,6 +163,19 @@ def _prepare(
     )
 
 
+def _access(
+    kind: str, output_mode: str, prepared: _Prepared, epsilon: float | None, delta: float
+) -> JobAccess:
+    """What the access decision is asked about: every column read, kind, mode, cost."""
+    return JobAccess(
+        columns={k: frozenset(v) for k, v in prepared.columns.items()},
+        kind=kind,
+        output_mode=output_mode,
+        epsilon=epsilon,
+        delta=delta if output_mode == "dp_aggregate" else None,
+    )
+
+
 def _strip_alias(node: exp.Expression) -> str:
     def unqualify(n: exp.Expression) -> exp.Expression:
         if isinstance(n, exp.Column):
@@ -237,13 +250,7 @@ def submit(
     seed = int.from_bytes(hashlib.sha256(f"{scenario_id}|{code}".encode()).digest()[:4], "big")
     params: dict[str, Any] = {"epsilon": eps, "accuracy": accuracy, "delta": delta, "seed": seed}
     prepared = _prepare(domain, kind, output_mode, code, s, params)
-    access = JobAccess(
-        columns={k: frozenset(v) for k, v in prepared.columns.items()},
-        kind=kind,
-        output_mode=output_mode,
-        epsilon=eps,
-        delta=delta if output_mode == "dp_aggregate" else None,
-    )
+    access = _access(kind, output_mode, prepared, eps, delta)
     ledger = Ledger(domain.audit, domain.keys)
     budget = Budget.of(s.privacy_budget)
     if dry_run:
@@ -414,9 +421,26 @@ def _release_keys(
     *,
     actor: str,
 ) -> dict[str, bytes]:
+    """Ask the key service for exactly the keys of ``columns``, bound to this job.
+
+    The claims are checked against an *independent* statement of what may be read: for the
+    operator's run, the scope of the access decision taken just before the run (plus each
+    dataset's privacy unit, which the trusted rewrite and the statistics query read); for
+    the gate's own trusted runs (``actor="gate"``), the columns the catalog marks
+    identifying, which only trusted SQL ever reads.
+    """
     sb = domain.sandboxes
     service = KeyReleaseService(domain.keys, domain.audit)
     by_id = {records[name].id: set(cols) for name, cols in columns.items()}
+    authorized: dict[str, set[str]] = {}
+    for name, rec in records.items():
+        if actor == "gate":
+            allowed = {c.name for c in rec.meta.columns if c.role == "identifier"}
+        else:
+            allowed = set(job.params.get("authorized_scope", {}).get(name, ()))
+            if allowed and rec.meta.privacy_unit:
+                allowed.add(rec.meta.privacy_unit)
+        authorized[rec.id] = allowed
     with domain.engine.connect() as conn:
         key_ids = service.required_key_ids(conn, by_id)
     claims = ReleaseClaims(
@@ -427,7 +451,7 @@ def _release_keys(
         key_ids=key_ids,
     )
     return service.release(
-        domain.engine, claims, trusted_image_id=sb.image_id, authorized=by_id, actor=actor
+        domain.engine, claims, trusted_image_id=sb.image_id, authorized=authorized, actor=actor
     )
 
 
@@ -461,21 +485,57 @@ def run_job(domain: Domain, job_id: str) -> dict[str, Any]:
     if job.state != "authorized":
         return job.view()
     try:
-        if not domain.scenarios.is_open(job.scenario_id):
-            raise ServiceError(
-                f"scenario {job.scenario_id} is closed",
-                code="service.scenario_closed",
-                kind="conflict",
-                hint="the authority suspended, revoked or let it expire",
-            )
+        decided = _decide_again(domain, job)
+        if decided is None:
+            with domain.engine.connect() as conn:
+                return get_job(conn, job_id).view()
         with domain.engine.begin() as conn:
             if not transition(conn, domain.audit, job_id, "running", actor="system"):
                 return get_job(conn, job_id).view()
-        _run(domain, job)
+        _run(domain, decided)
     except ShuyuError as exc:
         _fail(domain, job_id, exc)
     with domain.engine.connect() as conn:
         return get_job(conn, job_id).view()
+
+
+def _decide_again(domain: Domain, job: Job) -> Job | None:
+    """Decide once more just before the run (audited); None when the job is now refused.
+
+    Between submit and run the scenario may have been suspended or revoked, the operator's
+    agreement may have lapsed, the provider may have withdrawn approval. The returned job
+    carries the decision's scope (in memory only) for key release to check claims against.
+    """
+    s = _scenario(domain, job.scenario_id)
+    params = dict(job.params)
+    prepared = _prepare(domain, job.kind, job.output_mode, job.code, s, params)
+    access = _access(
+        job.kind,
+        job.output_mode,
+        prepared,
+        params.get("epsilon"),
+        float(params.get("delta") or 0.0),
+    )
+    decision = domain.access.decide_job(job.submitter, job.scenario_id, access, job_id=job.id)
+    problem = None
+    if not decision.allowed:
+        problem = "; ".join(r.message for r in decision.reasons) or "access denied"
+    elif decision.policy_hash != job.policy_hash:
+        problem = "the scenario's policy changed since the job was authorized"
+    if problem is not None:
+        with domain.engine.begin() as conn:
+            transition(
+                conn,
+                domain.audit,
+                job.id,
+                "refused",
+                actor="system",
+                error_code="policy.denied_at_run",
+                error_message=problem,
+            )
+        return None
+    scope = {name: sorted(cols) for name, cols in decision.scope.items()}
+    return replace(job, params={**job.params, "authorized_scope": scope})
 
 
 def _run(domain: Domain, job: Job) -> None:
@@ -695,11 +755,18 @@ def _aggregate_only(mode: str) -> dict[str, dict[str, list[Finding]]]:
 class JobRunner:
     """Runs authorized jobs in the background; resumes what a crash left behind."""
 
-    def __init__(self, domain: Domain, *, poll_s: float = 0.2) -> None:
+    def __init__(self, domain: Domain, *, poll_s: float = 0.2, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"a job runner needs at least one worker, not {workers}")
         self._domain = domain
         self._poll_s = poll_s
+        self._workers = workers
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        # Jobs a worker of this runner has taken and not finished: another worker skips
+        # them, so two workers never race one job through its states.
+        self._claim_lock = threading.Lock()
+        self._claimed: set[str] = set()
 
     def recover(self) -> int:
         """After a restart: fail jobs whose sandbox vanished; authorized ones run again."""
@@ -719,25 +786,38 @@ class JobRunner:
         return len(stuck)
 
     def start(self) -> None:
+        """Recover, then start the workers. Several workers overlap one job's compile, key
+        release, ledger and gate with another's sandbox run; jobs of one operator under
+        one scenario still take turns in its warm session (the session's lock)."""
         self.recover()
-        self._thread = threading.Thread(target=self._loop, name="shuyu-jobs", daemon=True)
-        self._thread.start()
+        for i in range(self._workers):
+            name = "shuyu-jobs" if self._workers == 1 else f"shuyu-jobs-{i + 1}"
+            thread = threading.Thread(target=self._loop, name=name, daemon=True)
+            self._threads.append(thread)
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        for thread in self._threads:
+            thread.join(timeout=30)
         self._domain.sandboxes.close()
 
     def _next(self) -> str | None:
-        with self._domain.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(jobs_table.c.id)
-                .where(jobs_table.c.state == "authorized")
-                .order_by(jobs_table.c.created_at)
-                .limit(1)
-            ).first()
-        return None if row is None else str(row.id)
+        """Claim the oldest authorized job no other worker of this runner has taken."""
+        with self._claim_lock:
+            with self._domain.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(jobs_table.c.id)
+                    .where(jobs_table.c.state == "authorized")
+                    .order_by(jobs_table.c.created_at)
+                    .limit(len(self._claimed) + 1)
+                ).all()
+            for row in rows:
+                job_id = str(row.id)
+                if job_id not in self._claimed:
+                    self._claimed.add(job_id)
+                    return job_id
+        return None
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -746,15 +826,22 @@ class JobRunner:
                 self._stop.wait(self._poll_s)
                 continue
             try:
-                run_job(self._domain, job_id)
-            except Exception:  # a bug must not kill the worker; the job is failed instead
-                log.exception("job %s crashed the runner", job_id)
-                _fail(
-                    self._domain,
-                    job_id,
-                    ServiceError(
-                        "internal error while running the job",
-                        code="service.internal",
-                        hint="report it; the job charged nothing",
-                    ),
-                )
+                self._run_one(job_id)
+            finally:
+                with self._claim_lock:
+                    self._claimed.discard(job_id)
+
+    def _run_one(self, job_id: str) -> None:
+        try:
+            run_job(self._domain, job_id)
+        except Exception:  # a bug must not kill the worker; the job is failed instead
+            log.exception("job %s crashed the runner", job_id)
+            _fail(
+                self._domain,
+                job_id,
+                ServiceError(
+                    "internal error while running the job",
+                    code="service.internal",
+                    hint="report it; the job charged nothing",
+                ),
+            )

@@ -153,3 +153,27 @@ def test_a_differencing_pair_across_two_jobs_is_blocked(demo_home: Settings) -> 
         report, _ = domain.gate.stored_report(conn, second["id"])  # type: ignore[misc]
     checks = {f.check for o in report.outputs for f in o.findings if f.severity == "block"}
     assert "differencing" in checks
+
+
+def test_a_job_queued_before_a_suspension_is_refused_when_it_would_run(
+    demo_home: Settings,
+) -> None:
+    domain = open_domain(demo_home)
+    operator = domain.identity.get("operator")
+    view = jobs.submit(
+        domain,
+        operator,
+        SCENARIO_ID,
+        kind="sql",
+        output_mode="dp_aggregate",
+        code="SELECT sex, COUNT(*) AS n FROM residents GROUP BY sex",
+        epsilon=0.3,
+    )
+    assert view["state"] == "authorized"
+    domain.scenarios.suspend("authority", SCENARIO_ID, "inspection")
+    try:
+        view = jobs.run_job(domain, view["id"])
+    finally:
+        domain.scenarios.resume("authority", SCENARIO_ID, "inspection done")
+    assert view["state"] == "refused"
+    assert "suspended" in (view["error_message"] or "")
