@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from egress.gate import Gate
@@ -82,8 +83,42 @@ class Domain:
 
     @cached_property
     def scenarios(self) -> ScenarioService:
-        """Scenario grants and states; ``.hooks.on_scenario_closed(fn)`` for sandboxes."""
-        return ScenarioService(self.engine, self.audit, self.keys, self.identity)
+        """Scenario grants and states; ``.hooks.on_scenario_closed(fn)`` for sandboxes.
+
+        Revocation and expiry also destroy the gate's held, unreleased outputs of the
+        scenario's jobs (R6.3): they are sealed under a domain-wide key, so shredding the
+        scenario's own keys would not reach them.
+        """
+        service = ScenarioService(self.engine, self.audit, self.keys, self.identity)
+        service.hooks.on_scenario_closed(self._drop_unreleased_outputs)
+        return service
+
+    def _drop_unreleased_outputs(self, event: Any) -> None:
+        if not event.final:
+            return
+        from egress.gate_tables import egress_outputs
+        from enclave.tables import jobs
+
+        with self.engine.begin() as conn:
+            held = [
+                r.id
+                for r in conn.execute(
+                    sa.select(jobs.c.id).where(
+                        jobs.c.scenario_id == event.scenario_id,
+                        jobs.c.state.not_in(["released", "auto_released"]),
+                    )
+                )
+            ]
+            dropped = conn.execute(
+                egress_outputs.delete().where(egress_outputs.c.job_id.in_(held))
+            ).rowcount
+            self.audit.record(
+                conn,
+                actor="system",
+                action="scenario.shred_outputs",
+                target=event.scenario_id,
+                details={"jobs": len(held), "outputs_destroyed": int(dropped or 0)},
+            )
 
     @cached_property
     def requests(self) -> RequestService:

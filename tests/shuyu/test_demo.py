@@ -177,3 +177,49 @@ def test_a_job_queued_before_a_suspension_is_refused_when_it_would_run(
         domain.scenarios.resume("authority", SCENARIO_ID, "inspection done")
     assert view["state"] == "refused"
     assert "suspended" in (view["error_message"] or "")
+
+
+def test_revoking_the_scenario_destroys_its_unreleased_outputs_and_keeps_the_log(  # last: revokes
+    demo_home: Settings,
+) -> None:
+    from egress.gate_tables import egress_outputs
+
+    domain = open_domain(demo_home)
+    operator = domain.identity.get("operator")
+    view = jobs.submit(
+        domain,
+        operator,
+        SCENARIO_ID,
+        kind="sql",
+        output_mode="dp_aggregate",
+        code="SELECT benefit_type, COUNT(*) AS n FROM residents GROUP BY benefit_type",
+        epsilon=0.3,
+    )
+    view = jobs.run_job(domain, view["id"])
+    assert view["state"] == "pending_review"
+    with domain.engine.connect() as conn:
+        held = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(egress_outputs)
+            .where(egress_outputs.c.job_id == view["id"])
+        ).scalar_one()
+    assert held == 1
+    domain.scenarios.revoke("authority", SCENARIO_ID, "end of the pilot")
+    with domain.engine.connect() as conn:
+        held = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(egress_outputs)
+            .where(egress_outputs.c.job_id == view["id"])
+        ).scalar_one()
+        assert domain.audit.verify(conn).ok
+    assert held == 0
+    with pytest.raises(ShuyuError):
+        jobs.submit(
+            domain,
+            operator,
+            SCENARIO_ID,
+            kind="sql",
+            output_mode="dp_aggregate",
+            code="SELECT COUNT(*) AS n FROM residents",
+            epsilon=0.3,
+        )
