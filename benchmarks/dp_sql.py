@@ -101,44 +101,60 @@ def gate_overhead(runs: int, home: Path, cache: Path) -> list[dict[str, Any]]:
     rows = []
     counter = iter(range(10**9))
     for name, sql in QUERIES.items():
-        cold_compile = once_ms(lambda sql=sql: compile_query(sql, cat, epsilon=1.0, delta=1e-8))
         compiled = compile_query(sql, cat, epsilon=1.0, delta=1e-8)
         exact = con.sql(compiled.rewritten_sql).to_arrow_table()
-        cold_noise = once_ms(lambda c=compiled, e=exact: apply_noise(c, e))
 
-        def charge(sql: str = sql, exact: Any = exact) -> None:
-            i = next(counter)
-            # a new ε each time, so every charge is a new query (not a free repeat)
-            c = compile_query(sql, cat, epsilon=1.0 + i * 1e-9, delta=1e-8)
-            ledger.charge_and_record(
-                domain.engine,
-                scenario_id="S-bench",
-                job_id=f"J-{i}",
-                compiled=c,
-                result=apply_noise(c, exact),
-                budget=budget,
-            )
+        def fresh(sql: str = sql) -> Any:
+            # an ε never seen before: no cached conversion or OpenDP measurement
+            return compile_query(sql, cat, epsilon=1.0 + next(counter) * 1e-7, delta=1e-8)
 
         warm_compile = median_ms(
             lambda sql=sql: compile_query(sql, cat, epsilon=1.0, delta=1e-8), runs
         )
+        fresh_compile = median_ms(fresh, runs)
         warm_noise = median_ms(lambda c=compiled, e=exact: apply_noise(c, e), runs)
-        cold_total = once_ms(charge)
-        warm_total = median_ms(charge, runs)
-        warm_ledger = max(0.0, warm_total - warm_compile - warm_noise)
+        # each charge is a new query (a new ε), so none is a free repeat; compiled and
+        # noised beforehand so only the ledger transaction is timed
+        pending = [(c, apply_noise(c, exact)) for c in (fresh() for _ in range(runs))]
+
+        def charge(pending: list[Any] = pending) -> None:
+            c, r = pending.pop()
+            ledger.charge_and_record(
+                domain.engine,
+                scenario_id="S-bench",
+                job_id=f"J-{next(counter)}",
+                compiled=c,
+                result=r,
+                budget=budget,
+            )
+
+        ledger_ms = median_ms(charge, runs)
         rows.append(
             {
                 "query": name,
                 "compile": warm_compile,
+                "fresh_compile": fresh_compile,
                 "noise": warm_noise,
-                "ledger": warm_ledger,
-                "total": warm_total,
-                "cold_compile": cold_compile,
-                "cold_noise": cold_noise,
-                "cold_total": cold_total,
+                "ledger": ledger_ms,
+                "total": warm_compile + warm_noise + ledger_ms,
+                "fresh_total": fresh_compile + warm_noise + ledger_ms,
                 "groups": exact.num_rows,
             }
         )
+    # the floor under any durable charge: one committed one-row transaction (fsync)
+    import sqlalchemy as sa
+
+    probe = sa.table("dp_bench_probe", sa.column("n"))
+    with domain.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE dp_bench_probe (n INTEGER)")
+
+    def commit_one() -> None:
+        with domain.engine.begin() as conn:
+            conn.execute(sa.insert(probe).values(n=1))
+
+    floor = median_ms(commit_one, runs)
+    for r in rows:
+        r["commit_floor"] = floor
     domain.close()
     return rows
 
@@ -216,6 +232,42 @@ def e2e(rows: int, home: Path, runs: int) -> list[dict[str, Any]]:
 # -- report ----------------------------------------------------------------------------------
 
 
+def render_gate(gate: list[dict[str, Any]], runs: int) -> str:
+    floor = gate[0]["commit_floor"]
+    lines = [
+        "**Gate overhead** (in-process, exact aggregates from DuckDB; medians of "
+        f"{runs}; ledger = one real charge into SQLite: lock, checks, charge, sealed "
+        "release, audit entry, commit; *new ε* = a privacy parameter the process has not "
+        "seen, so the ε→ρ conversion and the OpenDP measurements are built, not cached). "
+        "Goal: compile + noise + ledger < 10 ms. On this disk one committed "
+        f"one-row SQLite transaction (its fsync) takes **{floor:.2f} ms**: the floor under "
+        "any durable charge.",
+        "",
+        "| query | groups | compile ms | noise ms | ledger ms | **total ms** | "
+        "compile, new ε | total, new ε |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in gate:
+        lines.append(
+            f"| {r['query']} | {r['groups']} | {r['compile']:.2f} | {r['noise']:.2f} | "
+            f"{r['ledger']:.2f} | **{r['total']:.2f}** | {r['fresh_compile']:.2f} | "
+            f"{r['fresh_total']:.2f} |"
+        )
+    worst = max(r["fresh_total"] for r in gate)
+    median = statistics.median(r["total"] for r in gate)
+    lines += [
+        "",
+        f"Totals: median {median:.2f} ms; worst with a new ε {worst:.2f} ms: "
+        + ("meets" if worst < 10 else "**misses**")
+        + " the < 10 ms goal"
+        + ("" if worst < 10 else f" (the commit alone is {floor:.1f} ms here)")
+        + ". Compile + noise alone: at most "
+        f"{max(r['compile'] + r['noise'] for r in gate):.2f} ms.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def render(
     gate: list[dict[str, Any]],
     sql: dict[int, list[dict[str, Any]]],
@@ -233,26 +285,8 @@ def render(
         "(`shuyu.synthetic`, up to 5 rows per person, `max_rows_per_unit` 5). "
         "ε = 1, δ = 1e-8 (zCDP, discrete Gaussian).",
         "",
-        "**Gate overhead** (in-process, exact aggregates from DuckDB; warm = median of "
-        f"{args.runs}; ledger = a real charge into SQLite with its audit entry and a sealed "
-        "release). Goal: compile + noise + ledger < 10 ms.",
-        "",
-        "| query | groups | compile ms | noise ms | ledger ms | **total ms** | cold total ms |",
-        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in gate:
-        lines.append(
-            f"| {r['query']} | {r['groups']} | {r['compile']:.2f} | {r['noise']:.2f} | "
-            f"{r['ledger']:.2f} | **{r['total']:.2f}** | {r['cold_total']:.1f} |"
-        )
-    worst = max(r["total"] for r in gate)
-    lines += [
-        "",
-        f"Worst warm total {worst:.2f} ms: "
-        + ("meets" if worst < 10 else "**misses**")
-        + " the < 10 ms goal.",
-        "",
-    ]
+    lines += render_gate(gate, args.runs * 3).splitlines()
     for rows, table in sql.items():
         lines += [
             f"**Rewritten SQL vs raw DuckDB, {rows:,} rows** (ms; cold = fresh connection, "
@@ -296,6 +330,15 @@ def write_section(text: str) -> None:
     RESULTS.write_text(new)
 
 
+def replace_gate_block(block: str) -> None:
+    """Swap the gate table inside the existing ``## dp_sql`` section, keep the rest."""
+    text = RESULTS.read_text()
+    pattern = re.compile(r"^\*\*Gate overhead\*\*.*?(?=^\*\*Rewritten SQL)", re.S | re.M)
+    if not pattern.search(text):
+        raise SystemExit("no gate block in RESULTS.md: run the whole benchmark first")
+    RESULTS.write_text(pattern.sub(lambda m: block + "\n", text, count=1))
+
+
 def main() -> None:
     import sys
 
@@ -306,6 +349,11 @@ def main() -> None:
     p.add_argument("--e2e-rows", type=int, nargs="+", default=[1_000_000])
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "shuyu-dp-bench")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument(
+        "--gate-only",
+        action="store_true",
+        help="only re-measure the gate overhead and replace that block of the section",
+    )
     args = p.parse_args()
     args.argv = sys.argv[1:]
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -316,6 +364,12 @@ def main() -> None:
                 f"gate {r['query']:40s} total {r['total']:.2f} ms "
                 f"(compile {r['compile']:.2f}, noise {r['noise']:.2f}, ledger {r['ledger']:.2f})"
             )
+        if args.gate_only:
+            block = render_gate(gate, args.runs * 3)
+            print(block)
+            if not args.no_write:
+                replace_gate_block(block)
+            return
         sql = {}
         for rows in args.rows:
             sql[rows] = sql_times(rows, args.runs, args.cache)
