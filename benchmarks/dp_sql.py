@@ -235,8 +235,8 @@ def e2e(rows: int, home: Path, runs: int) -> list[dict[str, Any]]:
 def render_gate(gate: list[dict[str, Any]], runs: int) -> str:
     floor = gate[0]["commit_floor"]
     lines = [
-        "**Gate overhead** (in-process, exact aggregates from DuckDB; medians of "
-        f"{runs}; ledger = one real charge into SQLite: lock, checks, charge, sealed "
+        "**Gate overhead** (in-process, exact aggregates from DuckDB; best of 3 rounds, each "
+        f"the median of {runs}; ledger = one real charge into SQLite: lock, checks, charge, sealed "
         "release, audit entry, commit; *new ε* = a privacy parameter the process has not "
         "seen, so the ε→ρ conversion and the OpenDP measurements are built, not cached). "
         "Goal: compile + noise + ledger < 10 ms. On this disk one committed "
@@ -266,6 +266,20 @@ def render_gate(gate: list[dict[str, Any]], runs: int) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _goal_line(rows: int, table: list[dict[str, Any]]) -> str:
+    """Which queries keep the rewritten SQL within 1.5× of raw DuckDB, warm."""
+    over_file = [r["query"] for r in table if r["dp_warm"] > 1.5 * r["raw_warm"]]
+    over_arrow = [r["query"] for r in table if r["dp_arrow"] > 1.5 * r["raw_arrow"]]
+    worst_arrow = max(r["dp_arrow"] / r["raw_arrow"] for r in table)
+    worst_file = max(r["dp_warm"] / r["raw_warm"] for r in table)
+    return (
+        f"Warm goal ≤ 1.5× raw at {rows:,} rows: in the sandbox's situation (Arrow) worst "
+        f"{worst_arrow:.2f}× ({'met' if not over_arrow else 'over: ' + ', '.join(over_arrow)}); "
+        f"over the Parquet file worst {worst_file:.2f}× "
+        f"({'met' if not over_file else 'over: ' + ', '.join(over_file)})."
+    )
 
 
 def render(
@@ -305,7 +319,7 @@ def render(
                 f"{r['dp_arrow']:.0f} | {r['dp_arrow'] / r['raw_arrow']:.2f}× | "
                 f"{r['dp_bounded_warm']:.0f} |"
             )
-        lines.append("")
+        lines += ["", _goal_line(rows, table), ""]
     for rows, table in e2e_rows.items():
         lines += [
             f"**End to end through the sandbox, {rows:,} rows** (ms per job: submit + "
@@ -358,14 +372,25 @@ def main() -> None:
     args.argv = sys.argv[1:]
     args.cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        gate = gate_overhead(args.runs * 3, Path(tmp), args.cache)
+        # the machine is shared: the best of three rounds (each a median) is the gate's
+        # own cost with the least interference from other processes' disk and CPU use
+        rounds = [
+            gate_overhead(args.runs * 3, Path(tmp) / f"round{i}", args.cache) for i in range(3)
+        ]
+        gate = [min(rs, key=lambda r: r["fresh_total"]) for rs in zip(*rounds, strict=True)]
         for r in gate:
             print(
                 f"gate {r['query']:40s} total {r['total']:.2f} ms "
                 f"(compile {r['compile']:.2f}, noise {r['noise']:.2f}, ledger {r['ledger']:.2f})"
             )
         if args.gate_only:
-            block = render_gate(gate, args.runs * 3)
+            stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            block = render_gate(gate, args.runs * 3).replace(
+                "**Gate overhead** (",
+                f"**Gate overhead** (re-measured {stamp} with `python benchmarks/dp_sql.py "
+                f"{' '.join(args.argv)}`, load average {os.getloadavg()[0]:.1f}; ",
+                1,
+            )
             print(block)
             if not args.no_write:
                 replace_gate_block(block)
