@@ -59,6 +59,7 @@ Z95 = NormalDist().inv_cdf(0.975)
 
 @lru_cache(maxsize=512)
 def _vector_measurement(mode: Mode, scale: float) -> Any:
+    dp.enable_features("contrib")  # again: another module may have switched it off
     domain = dp.vector_domain(dp.atom_domain(T="i64"))
     if mode == "zcdp":
         return dp.m.make_gaussian(domain, dp.l2_distance(T="f64"), scale=scale)
@@ -117,6 +118,7 @@ def half_width_95(mode: Mode, scale: float) -> int:
 
 @lru_cache(maxsize=512)
 def _threshold_measurement(scale: float, threshold: int) -> Any:
+    dp.enable_features("contrib")
     domain = dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T="i64"))
     metric = dp.l02inf_distance(dp.absolute_distance(T="i64"))
     return dp.m.make_gaussian_threshold(domain, metric, scale=scale, threshold=threshold)
@@ -167,6 +169,7 @@ def threshold_noisy_counts(scale: float, threshold: int, counts: dict[str, int])
 
 @lru_cache(maxsize=512)
 def _noisy_max(mode: Mode, scale: float) -> Any:
+    dp.enable_features("contrib")
     measure = dp.zero_concentrated_divergence() if mode == "zcdp" else dp.max_divergence()
     domain = dp.vector_domain(dp.atom_domain(T="u64"))
     return dp.m.make_noisy_max(domain, dp.linf_distance(T="u64"), measure, scale=scale, negate=True)
