@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=8 * 1024**2, ge=1024)
     rate_per_token_per_min: int = Field(default=600, ge=1)
     max_concurrent_jobs_per_scenario: int = Field(default=4, ge=1)
+    job_workers: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="Job runner threads in `shuyu serve`: more overlap one job's checks, "
+        "ledger and gate with another's sandbox run (each may hold a sandbox).",
+    )
 
     @model_validator(mode="after")
     def _refuse_insecure_prod(self) -> Settings:

@@ -60,7 +60,7 @@ def serve(
     if jobs:
         from shuyu.jobs import JobRunner
 
-        runner = JobRunner(domain)
+        runner = JobRunner(domain, workers=settings.job_workers)
     app = create_app(domain, runner=runner)
     uvicorn.run(
         app,
