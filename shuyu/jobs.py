@@ -338,7 +338,9 @@ def _may_see(user: User, job: Job) -> bool:
     return any(user.has(r) for r in ("authority", "reviewer", "auditor"))
 
 
-def get(domain: Domain, user: User, job_id: str) -> dict[str, Any]:
+def _visible_job(domain: Domain, user: User, job_id: str) -> Job:
+    """The job, if this user may see it; otherwise the same error as a job that does not
+    exist, so ids of other operators' jobs cannot be probed."""
     with domain.engine.connect() as conn:
         job = get_job(conn, job_id)
     if not _may_see(user, job):
@@ -348,6 +350,11 @@ def get(domain: Domain, user: User, job_id: str) -> dict[str, Any]:
             kind="not_found",
             hint="check the job id (`shuyu job list`)",
         )
+    return job
+
+
+def get(domain: Domain, user: User, job_id: str) -> dict[str, Any]:
+    job = _visible_job(domain, user, job_id)
     return job.view()
 
 
@@ -373,15 +380,7 @@ def cancel(domain: Domain, user: User, job_id: str) -> dict[str, Any]:
 
 def result_table(domain: Domain, user: User, job_id: str) -> pa.Table:
     """The released result of a job; refused until the job is released."""
-    with domain.engine.connect() as conn:
-        job = get_job(conn, job_id)
-    if not _may_see(user, job):
-        raise EnclaveError(
-            f"no job {job_id}",
-            code="enclave.job_not_found",
-            kind="not_found",
-            hint="check the job id (`shuyu job list`)",
-        )
+    job = _visible_job(domain, user, job_id)
     if job.state not in ("released", "auto_released"):
         raise ServiceError(
             f"job {job_id} is {job.state}; only released results can be downloaded",
