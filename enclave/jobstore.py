@@ -40,7 +40,8 @@ __all__ = [
 
 ALLOWED_FROM: dict[str, frozenset[str]] = {
     "authorized": frozenset({"submitted"}),
-    "refused": frozenset({"submitted", "authorized", "gated"}),
+    # running: a decision taken again just before the run refused it (scenario suspended …)
+    "refused": frozenset({"submitted", "authorized", "running", "gated"}),
     "running": frozenset({"authorized"}),
     "computed": frozenset({"running"}),
     "gated": frozenset({"computed"}),

@@ -436,8 +436,11 @@ def _release_keys(
         if actor == "gate":
             allowed = {c.name for c in rec.meta.columns if c.role == "identifier"}
         else:
-            allowed = set(job.params.get("authorized_scope", {}).get(name, ()))
-            if allowed and rec.meta.privacy_unit:
+            scope = job.params.get("authorized_scope", {})
+            allowed = set(scope.get(name, ()))
+            # A dataset in the decision's scope may be read by unit even when the operator
+            # names no column (SELECT COUNT(*)): the trusted rewrite bounds per unit.
+            if name in scope and rec.meta.privacy_unit:
                 allowed.add(rec.meta.privacy_unit)
         authorized[rec.id] = allowed
     with domain.engine.connect() as conn:
@@ -484,12 +487,14 @@ def run_job(domain: Domain, job_id: str) -> dict[str, Any]:
     if job.state != "authorized":
         return job.view()
     try:
+        # Claim first: the compare-and-set to `running` lets exactly one runner, in any
+        # process sharing the database, take the job.
+        with domain.engine.begin() as conn:
+            if not transition(conn, domain.audit, job_id, "running", actor="system"):
+                return get_job(conn, job_id).view()
         decided = _decide_again(domain, job)
         if decided is None:
             with domain.engine.connect() as conn:
-                return get_job(conn, job_id).view()
-        with domain.engine.begin() as conn:
-            if not transition(conn, domain.audit, job_id, "running", actor="system"):
                 return get_job(conn, job_id).view()
         _run(domain, decided)
     except ShuyuError as exc:

@@ -155,6 +155,23 @@ def test_a_differencing_pair_across_two_jobs_is_blocked(demo_home: Settings) -> 
     assert "differencing" in checks
 
 
+def test_count_star_reads_no_column_and_still_runs(demo_home: Settings) -> None:
+    """COUNT(*) names no column: the key service still releases the unit for bounding."""
+    domain = open_domain(demo_home)
+    operator = domain.identity.get("operator")
+    view = jobs.submit(
+        domain,
+        operator,
+        SCENARIO_ID,
+        kind="sql",
+        output_mode="dp_aggregate",
+        code="SELECT COUNT(*) AS n FROM residents",
+        epsilon=0.2,
+    )
+    view = jobs.run_job(domain, view["id"])
+    assert view["state"] == "pending_review", view
+
+
 def test_a_job_queued_before_a_suspension_is_refused_when_it_would_run(
     demo_home: Settings,
 ) -> None:
