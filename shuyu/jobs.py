@@ -262,12 +262,15 @@ def submit(
             "columns_read": {k: sorted(v) for k, v in prepared.columns.items()},
         }
         if prepared.compiled is not None:
-            status = ledger.status(domain.engine, scenario_id, budget)
-            report["dp"] = _jsonable(asdict(prepared.compiled.report))
-            report["budget_left_before"] = status.to_dict()
-            report["budget_left_after"] = {
-                "epsilon": max(0.0, status.epsilon_left - prepared.compiled.cost.epsilon),
-            }
+            priced = ledger.dry_run(domain.engine, scenario_id, prepared.compiled, budget)
+            report["dp"] = _jsonable(asdict(priced.report))
+            report["budget_left_before"] = ledger.status(
+                domain.engine, scenario_id, budget
+            ).to_dict()
+            left = priced.report.budget_left_after
+            report["budget_left_after"] = (
+                None if left is None else {"epsilon": left[0], "delta": left[1]}
+            )
             report["repeat"] = (
                 ledger.lookup(domain.engine, scenario_id, prepared.compiled.query_key) is not None
             )
@@ -496,19 +499,20 @@ def run_job(domain: Domain, job_id: str) -> dict[str, Any]:
         if decided is None:
             with domain.engine.connect() as conn:
                 return get_job(conn, job_id).view()
-        _run(domain, decided)
+        _run(domain, *decided)
     except ShuyuError as exc:
         _fail(domain, job_id, exc)
     with domain.engine.connect() as conn:
         return get_job(conn, job_id).view()
 
 
-def _decide_again(domain: Domain, job: Job) -> Job | None:
+def _decide_again(domain: Domain, job: Job) -> tuple[Job, Scenario, _Prepared] | None:
     """Decide once more just before the run (audited); None when the job is now refused.
 
     Between submit and run the scenario may have been suspended or revoked, the operator's
     agreement may have lapsed, the provider may have withdrawn approval. The returned job
-    carries the decision's scope (in memory only) for key release to check claims against.
+    carries the decision's scope (in memory only) for key release to check claims against;
+    the scenario and the compiled query go on to the run, so a job is compiled once here.
     """
     s = _scenario(domain, job.scenario_id)
     params = dict(job.params)
@@ -539,13 +543,10 @@ def _decide_again(domain: Domain, job: Job) -> Job | None:
             )
         return None
     scope = {name: sorted(cols) for name, cols in decision.scope.items()}
-    return replace(job, params={**job.params, "authorized_scope": scope})
+    return replace(job, params={**job.params, "authorized_scope": scope}), s, prepared
 
 
-def _run(domain: Domain, job: Job) -> None:
-    s = _scenario(domain, job.scenario_id)
-    params = dict(job.params)
-    prepared = _prepare(domain, job.kind, job.output_mode, job.code, s, params)
+def _run(domain: Domain, job: Job, s: Scenario, prepared: _Prepared) -> None:
     records = {name: domain.store.get(name) for name in prepared.columns}
     sb = domain.sandboxes
     if prepared.compiled is not None:
