@@ -24,6 +24,7 @@ class Sandboxes:
     def __init__(self, domain: Domain) -> None:
         self._domain = domain
         self._lock = threading.Lock()
+        self._pool: Any = None
 
     @cached_property
     def client(self) -> Any:
@@ -53,14 +54,22 @@ class Sandboxes:
             runtime=s.sandbox_runtime,
         )
 
-    @cached_property
+    @property
     def pool(self) -> Any:
-        """The warm pool, or None when ``warm_pool_size`` is 0."""
+        """The warm pool, or None when ``warm_pool_size`` is 0; started once, under a lock,
+        because several job-runner workers may ask for it at the same moment."""
         s = self._domain.settings
         if s.warm_pool_size <= 0:
             return None
+        with self._lock:
+            if self._pool is None:
+                self._pool = self._start_pool()
+            return self._pool
+
+    def _start_pool(self) -> Any:
         from sandbox.pool import WarmPool
 
+        s = self._domain.settings
         pool = WarmPool(
             self.client,
             self.image_id,
@@ -92,5 +101,7 @@ class Sandboxes:
         return run_in(executor, spec)
 
     def close(self) -> None:
-        if "pool" in self.__dict__ and self.pool is not None:
-            self.pool.close()
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None

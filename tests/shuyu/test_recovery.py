@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from egress.dp_tables import dp_charges
@@ -49,3 +50,32 @@ def test_recover_fails_interrupted_jobs_keeps_queued_ones_and_charges_nothing(
         assert "nothing was charged" in (states[j].error_message or "")
     assert charges == 0
     assert verification.ok
+
+
+def test_concurrent_workers_start_one_warm_pool(
+    domain: Domain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several runner workers asking for the pool at once must not start several."""
+    import threading
+    import time
+
+    from shuyu.sandboxes import Sandboxes
+
+    domain.settings.warm_pool_size = 1
+    started: list[int] = []
+
+    def slow_start(self: Sandboxes) -> object:
+        started.append(1)
+        time.sleep(0.05)  # widen the window a racing second worker would fall into
+        return object()
+
+    monkeypatch.setattr(Sandboxes, "_start_pool", slow_start)
+    sb = Sandboxes(domain)
+    seen: list[object] = []
+    threads = [threading.Thread(target=lambda: seen.append(sb.pool)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(started) == 1
+    assert len({id(p) for p in seen}) == 1
