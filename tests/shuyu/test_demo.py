@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -33,6 +34,27 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return settings
 
 
+def _submit(
+    settings: Settings,
+    code: str,
+    mode: str = "dp_aggregate",
+    epsilon: float | None = 0.3,
+    run: bool = True,
+) -> dict[str, Any]:
+    """Submit as the demo operator under the demo scenario and (by default) run it."""
+    domain = open_domain(settings)
+    view = jobs.submit(
+        domain,
+        domain.identity.get("operator"),
+        SCENARIO_ID,
+        kind="sql",
+        code=code,
+        output_mode=mode,
+        epsilon=epsilon if mode == "dp_aggregate" else None,
+    )
+    return jobs.run_job(domain, view["id"]) if run else view
+
+
 def test_demo_releases_both_outputs_signed_and_verifiable(demo_home: Settings) -> None:
     releases = [p for p in (demo_home.home / "releases").iterdir() if p.is_dir()]
     assert len(releases) == 3  # the DP aggregate, the SDC aggregate, the model
@@ -50,19 +72,9 @@ def test_repeating_a_dp_query_returns_the_same_answer_and_charges_nothing(
     demo_home: Settings,
 ) -> None:
     domain = open_domain(demo_home)
-    operator = domain.identity.get("operator")
     with domain.engine.connect() as conn:
         before = conn.execute(sa.select(sa.func.count()).select_from(dp_charges)).scalar_one()
-    view = jobs.submit(
-        domain,
-        operator,
-        SCENARIO_ID,
-        kind="sql",
-        code=DP_SQL,
-        output_mode="dp_aggregate",
-        epsilon=1.0,
-    )
-    view = jobs.run_job(domain, view["id"])
+    view = _submit(demo_home, DP_SQL, epsilon=1.0)
     assert view["state"] == "pending_review"
     with domain.engine.connect() as conn:
         after = conn.execute(sa.select(sa.func.count()).select_from(dp_charges)).scalar_one()
@@ -93,18 +105,11 @@ def test_a_column_outside_the_scenario_is_refused_with_its_reason_and_charges_no
 
 def test_a_job_whose_sandbox_fails_charges_nothing(demo_home: Settings, tmp_path: Path) -> None:
     domain = open_domain(demo_home)
-    operator = domain.identity.get("operator")
     ledger = Ledger(domain.audit, domain.keys)
     budget = Budget.of(domain.scenarios.get(SCENARIO_ID).scenario.privacy_budget)
     before = ledger.status(domain.engine, SCENARIO_ID, budget)
-    view = jobs.submit(
-        domain,
-        operator,
-        SCENARIO_ID,
-        kind="sql",
-        code="SELECT COUNT(*) AS n FROM residents WHERE visits > 3",
-        output_mode="dp_aggregate",
-        epsilon=0.5,
+    view = _submit(
+        demo_home, "SELECT COUNT(*) AS n FROM residents WHERE visits > 3", epsilon=0.5, run=False
     )
     # the recorded image disappears between authorization and the run
     from sandbox.tables import sandbox_images
@@ -127,27 +132,18 @@ def test_a_job_whose_sandbox_fails_charges_nothing(demo_home: Settings, tmp_path
 def test_a_differencing_pair_across_two_jobs_is_blocked(demo_home: Settings) -> None:
     """count where district = A, then the same minus one person: the second is blocked."""
     domain = open_domain(demo_home)
-    operator = domain.identity.get("operator")
-    first = jobs.submit(
-        domain,
-        operator,
-        SCENARIO_ID,
-        kind="sql",
-        output_mode="sdc_aggregate",
-        code="SELECT district, COUNT(*) AS n FROM residents WHERE age >= 30 GROUP BY district",
+    first = _submit(
+        demo_home,
+        "SELECT district, COUNT(*) AS n FROM residents WHERE age >= 30 GROUP BY district",
+        "sdc_aggregate",
     )
-    first = jobs.run_job(domain, first["id"])
     assert first["state"] == "pending_review", first
-    second = jobs.submit(
-        domain,
-        operator,
-        SCENARIO_ID,
-        kind="sql",
-        output_mode="sdc_aggregate",
-        code="SELECT district, COUNT(*) AS n FROM residents "
+    second = _submit(
+        demo_home,
+        "SELECT district, COUNT(*) AS n FROM residents "
         "WHERE age >= 30 AND age <> 99 GROUP BY district",
+        "sdc_aggregate",
     )
-    second = jobs.run_job(domain, second["id"])
     assert second["state"] == "refused"
     with domain.engine.connect() as conn:
         report, _ = domain.gate.stored_report(conn, second["id"])  # type: ignore[misc]
@@ -157,18 +153,7 @@ def test_a_differencing_pair_across_two_jobs_is_blocked(demo_home: Settings) -> 
 
 def test_count_star_reads_no_column_and_still_runs(demo_home: Settings) -> None:
     """COUNT(*) names no column: the key service still releases the unit for bounding."""
-    domain = open_domain(demo_home)
-    operator = domain.identity.get("operator")
-    view = jobs.submit(
-        domain,
-        operator,
-        SCENARIO_ID,
-        kind="sql",
-        output_mode="dp_aggregate",
-        code="SELECT COUNT(*) AS n FROM residents",
-        epsilon=0.2,
-    )
-    view = jobs.run_job(domain, view["id"])
+    view = _submit(demo_home, "SELECT COUNT(*) AS n FROM residents", epsilon=0.2)
     assert view["state"] == "pending_review", view
 
 
@@ -176,16 +161,7 @@ def test_a_job_queued_before_a_suspension_is_refused_when_it_would_run(
     demo_home: Settings,
 ) -> None:
     domain = open_domain(demo_home)
-    operator = domain.identity.get("operator")
-    view = jobs.submit(
-        domain,
-        operator,
-        SCENARIO_ID,
-        kind="sql",
-        output_mode="dp_aggregate",
-        code="SELECT sex, COUNT(*) AS n FROM residents GROUP BY sex",
-        epsilon=0.3,
-    )
+    view = _submit(demo_home, "SELECT sex, COUNT(*) AS n FROM residents GROUP BY sex", run=False)
     assert view["state"] == "authorized"
     domain.scenarios.suspend("authority", SCENARIO_ID, "inspection")
     try:
@@ -203,16 +179,9 @@ def test_revoking_the_scenario_destroys_its_unreleased_outputs_and_keeps_the_log
 
     domain = open_domain(demo_home)
     operator = domain.identity.get("operator")
-    view = jobs.submit(
-        domain,
-        operator,
-        SCENARIO_ID,
-        kind="sql",
-        output_mode="dp_aggregate",
-        code="SELECT benefit_type, COUNT(*) AS n FROM residents GROUP BY benefit_type",
-        epsilon=0.3,
+    view = _submit(
+        demo_home, "SELECT benefit_type, COUNT(*) AS n FROM residents GROUP BY benefit_type"
     )
-    view = jobs.run_job(domain, view["id"])
     assert view["state"] == "pending_review"
     with domain.engine.connect() as conn:
         held = conn.execute(
