@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 
 from enclave.audit import AuditLog
 from enclave.errors import EnclaveError
+from enclave.jobwatch import mark_changed
 from enclave.tables import JOB_STATES, TERMINAL_JOB_STATES, jobs
 
 __all__ = [
@@ -167,6 +168,7 @@ def create_job(
             "code_sha256": code_sha,
         },
     )
+    mark_changed(conn, job_id)
     return get_job(conn, job_id)
 
 
@@ -230,6 +232,7 @@ def transition(
         )
     )
     if res.rowcount == 1:
+        mark_changed(conn, job_id)
         det = dict(details or {})
         if error_code:
             det["error_code"] = error_code

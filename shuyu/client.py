@@ -247,6 +247,8 @@ class Client:
         try:
             for event in self.events(job_id, timeout_s=timeout_s):
                 if event.state in _SETTLED_STATES:
+                    if event.job is not None:  # the event carries the whole job
+                        return event.job
                     break
         except RemoteUnavailable:
             pass  # fall back to polling below

@@ -22,6 +22,7 @@ from enclave.decisions import AccessService
 from enclave.derived import DerivedTables
 from enclave.errors import KeyMaterialError
 from enclave.identity import IdentityService
+from enclave.jobwatch import JobWatch
 from enclave.keys import KeyService, Kms, LocalFileKms, create_master_key_file
 from enclave.requests import RequestService
 from enclave.scenarios import ScenarioService
@@ -47,7 +48,13 @@ class Domain:
     def engine(self) -> Engine:
         if self._engine is None:
             self._engine = make_engine(self.settings.resolved_database_url)
+            self.job_watch.install(self._engine)
         return self._engine
+
+    @cached_property
+    def job_watch(self) -> JobWatch:
+        """Wakes this process's waiters (job runner, event streams) when a job changes."""
+        return JobWatch()
 
     @cached_property
     def kms(self) -> Kms:

@@ -825,10 +825,14 @@ class JobRunner:
         return None
 
     def _loop(self) -> None:
+        watch = self._domain.job_watch
         while not self._stop.is_set():
+            seen = watch.generation  # before looking: a job committed after is not missed
             job_id = self._next()
             if job_id is None:
-                self._stop.wait(self._poll_s)
+                # Woken by any job change this process commits (a submit); the timeout
+                # catches jobs submitted by another process (the CLI) and the stop flag.
+                watch.wait(seen, self._poll_s)
                 continue
             try:
                 self._run_one(job_id)

@@ -306,6 +306,9 @@ class JobEvent(BaseModel):
     error_code: str | None = None
     updated_at: str
     terminal: bool
+    job: JobView | None = Field(
+        default=None, description="The whole job at this event (as GET /v1/jobs/{job_id})."
+    )
 
 
 class DryRunReport(View):

@@ -42,7 +42,7 @@ READERS = allow("operator", "reviewer", "auditor", "authority")
 
 # Jobs that hold (or are about to hold) a sandbox: what the per-scenario limit counts.
 ACTIVE_STATES: tuple[str, ...] = ("submitted", "authorized", "running", "computed", "gated")
-EVENT_POLL_S = 0.5  # how often the event stream looks at the job's row
+EVENT_POLL_S = 0.5  # the event stream's fallback poll (changes made by other processes)
 EVENT_STREAM_MAX_S = 600.0  # a stream ends after this; the client reconnects
 RETRY_AFTER_BUSY_S = 5
 
@@ -144,6 +144,7 @@ def _event(view: dict[str, Any]) -> ServerSentEvent:
         error_code=view.get("error_code"),
         updated_at=str(view["updated_at"]),
         terminal=view["state"] in TERMINAL_STATES,
+        job=JobView.model_validate(view),
     )
     return ServerSentEvent(data=event, event="state", id=f"{event.state}@{event.updated_at}")
 
@@ -168,9 +169,13 @@ async def job_events(
     job_id = str(view["id"])
     yield _event(view)
     last = (view["state"], view["updated_at"])
+    watch = domain.job_watch
+    seen = 0  # the first wait returns at once if the job changed since `view` was read
     with anyio.move_on_after(EVENT_STREAM_MAX_S):
         while view["state"] not in TERMINAL_STATES:
-            await anyio.sleep(EVENT_POLL_S)
+            # Woken as soon as this process commits a change to the job; the timeout is
+            # the fallback for changes made by another process sharing the database.
+            seen = await watch.wait_async(seen, EVENT_POLL_S, job_id)
             view = await anyio.to_thread.run_sync(jobs.get, domain, caller.user, job_id)
             if (view["state"], view["updated_at"]) != last:
                 last = (view["state"], view["updated_at"])

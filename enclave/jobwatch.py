@@ -1,0 +1,135 @@
+"""Wake the threads of this process that wait on a job, once its change is committed.
+
+Why: a job passes through half a dozen states in a few tens of milliseconds. Waiters that
+poll (the job runner looking for work, the API's event stream watching one job) add their
+polling interval to every job's latency, and at high load polling queries cost more than the
+job. Instead, :func:`enclave.jobstore.transition` and :func:`enclave.jobstore.create_job`
+mark the job on the connection (:func:`mark_changed`), and a :class:`JobWatch` installed
+on the engine wakes the waiters when that connection goes back to the pool — that is,
+after its transaction committed. A transaction that rolls back wakes nobody.
+
+Only this process is woken. Another process sharing the database (a second ``shuyu serve``,
+the CLI) is seen by the waiters' fallback poll, which :meth:`JobWatch.wait` keeps: the
+wake-up is an optimisation, never the only way a waiter learns of a change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+__all__ = ["JobWatch", "mark_changed"]
+
+_PENDING = "shuyu.jobs_changed"
+
+
+def mark_changed(conn: Connection, job_id: str) -> None:
+    """Note that ``job_id`` changed in this connection's transaction."""
+    pending: set[str] = conn.info.setdefault(_PENDING, set())
+    pending.add(job_id)
+
+
+class JobWatch:
+    """A change counter per job and one condition variable; thread-safe.
+
+    ``generation`` grows by one for each committed transaction that changed a job; a
+    waiter remembers the generation it last saw and sleeps until a newer one exists
+    (for its job, or for any job), or the timeout passes.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._generation = 0
+        self._changed: dict[str, int] = {}
+        # Waiters on an event loop (the API's event streams): woken thread-safely.
+        self._async: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+
+    def install(self, engine: Engine) -> None:
+        """Wake waiters after commits on ``engine`` (and forget marks of rollbacks)."""
+        sa.event.listen(engine, "rollback", self._on_rollback)
+        sa.event.listen(engine.pool, "checkin", self._on_checkin)
+        sa.event.listen(engine, "commit", self._on_commit)
+
+    @property
+    def generation(self) -> int:
+        with self._cond:
+            return self._generation
+
+    def seen(self, job_id: str) -> int:
+        """The generation of ``job_id``'s last committed change seen here (0: none)."""
+        with self._cond:
+            return self._changed.get(job_id, 0)
+
+    def notify(self, job_ids: set[str]) -> None:
+        if not job_ids:
+            return
+        with self._cond:
+            self._generation += 1
+            for job_id in job_ids:
+                self._changed[job_id] = self._generation
+            if len(self._changed) > 10_000:  # old jobs: waiters fall back to polling
+                oldest = sorted(self._changed, key=self._changed.__getitem__)[:5_000]
+                for job_id in oldest:
+                    del self._changed[job_id]
+            self._cond.notify_all()
+            woken = [w for job_id in job_ids for w in self._async.get(job_id, ())]
+        for loop, event in woken:
+            loop.call_soon_threadsafe(event.set)
+
+    def wait(self, after: int, timeout_s: float, job_id: str | None = None) -> int:
+        """Sleep until a change newer than generation ``after`` (of ``job_id``, or of any
+        job); returns the generation to pass next time. Returns on timeout too: the caller
+        then looks at the database anyway (changes from other processes)."""
+        with self._cond:
+
+            def newer() -> bool:
+                if job_id is None:
+                    return self._generation > after
+                return self._changed.get(job_id, 0) > after
+
+            self._cond.wait_for(newer, timeout=timeout_s)
+            return self._generation if job_id is None else self._changed.get(job_id, after)
+
+    async def wait_async(self, after: int, timeout_s: float, job_id: str) -> int:
+        """:meth:`wait` for a coroutine: sleeps on the event loop, holds no thread."""
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        waiter = (loop, event)
+        with self._cond:
+            if self._changed.get(job_id, 0) > after:
+                return self._changed[job_id]
+            self._async.setdefault(job_id, set()).add(waiter)
+        try:
+            await asyncio.wait_for(event.wait(), timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            with self._cond:
+                waiters = self._async.get(job_id)
+                if waiters is not None:
+                    waiters.discard(waiter)
+                    if not waiters:
+                        del self._async[job_id]
+        return self.seen(job_id) or after
+
+    # --- engine events ------------------------------------------------------------------
+
+    def _on_commit(self, conn: Connection) -> None:
+        # Fires just before the driver commits: move the marks where `checkin` (after the
+        # commit, when the connection returns to the pool) or the next begin finds them.
+        pending = conn.info.pop(_PENDING, None)
+        if pending:
+            conn.info.setdefault(_PENDING + ".committed", set()).update(pending)
+
+    def _on_rollback(self, conn: Connection) -> None:
+        conn.info.pop(_PENDING, None)
+
+    def _on_checkin(self, _dbapi_conn: Any, record: Any) -> None:
+        committed = record.info.pop(_PENDING + ".committed", None)
+        record.info.pop(_PENDING, None)  # changed outside a committed transaction: void
+        if committed:
+            self.notify(committed)
