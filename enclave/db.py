@@ -57,6 +57,29 @@ def load_all_tables() -> sa.MetaData:
     return metadata
 
 
+_WRITER = "shuyu.writer"
+
+
+def _mark_writers(engine: Engine) -> None:
+    """Make ``engine.begin()`` flag its connection as a writer for the ``begin`` event.
+
+    Every write in shuyu goes through ``with engine.begin()`` (committed on success);
+    ``with engine.connect()`` blocks only read, and are rolled back when they close.
+    """
+
+    @contextmanager
+    def begin() -> Iterator[Connection]:
+        with engine.connect() as conn:
+            conn.info[_WRITER] = True
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.info.pop(_WRITER, None)
+
+    engine.begin = begin  # type: ignore[method-assign]
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with the pragmas shuyu relies on (SQLite: WAL, foreign keys, busy wait)."""
     if url.startswith("sqlite"):
@@ -76,8 +99,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @sa.event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers (`engine.begin()`) take the write lock up front; readers
+            # (`engine.connect()`, which never commits) start a deferred transaction, a
+            # snapshot of the WAL that neither waits for writers nor makes them wait.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get(_WRITER) else "BEGIN")
 
+        _mark_writers(engine)
         return engine
     try:
         return sa.create_engine(url, pool_pre_ping=True, **kwargs)

@@ -168,7 +168,7 @@ def create_job(
             "code_sha256": code_sha,
         },
     )
-    mark_changed(conn, job_id)
+    mark_changed(conn, job_id, "submitted")
     return get_job(conn, job_id)
 
 
@@ -232,7 +232,7 @@ def transition(
         )
     )
     if res.rowcount == 1:
-        mark_changed(conn, job_id)
+        mark_changed(conn, job_id, to)
         det = dict(details or {})
         if error_code:
             det["error_code"] = error_code

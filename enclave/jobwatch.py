@@ -22,15 +22,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["JobWatch", "mark_changed"]
+__all__ = ["RUNNABLE", "JobWatch", "mark_changed"]
 
 _PENDING = "shuyu.jobs_changed"
+RUNNABLE = "authorized"  # the state a job runner takes jobs from; `wait(job_id=RUNNABLE)`
 
 
-def mark_changed(conn: Connection, job_id: str) -> None:
-    """Note that ``job_id`` changed in this connection's transaction."""
-    pending: set[str] = conn.info.setdefault(_PENDING, set())
-    pending.add(job_id)
+def mark_changed(conn: Connection, job_id: str, state: str) -> None:
+    """Note that ``job_id`` became ``state`` in this connection's transaction."""
+    pending: dict[str, str] = conn.info.setdefault(_PENDING, {})
+    pending[job_id] = state
 
 
 class JobWatch:
@@ -38,12 +39,15 @@ class JobWatch:
 
     ``generation`` grows by one for each committed transaction that changed a job; a
     waiter remembers the generation it last saw and sleeps until a newer one exists
-    (for its job, or for any job), or the timeout passes.
+    (for its job, or for any job), or the timeout passes. ``queued`` counts only the
+    changes that made a job runnable (``authorized``): what a job runner waits for, so
+    the many other state changes of running jobs do not send idle workers looking.
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._generation = 0
+        self._queued = 0
         self._changed: dict[str, int] = {}
         # Waiters on an event loop (the API's event streams): woken thread-safely.
         self._async: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
@@ -64,11 +68,20 @@ class JobWatch:
         with self._cond:
             return self._changed.get(job_id, 0)
 
-    def notify(self, job_ids: set[str]) -> None:
-        if not job_ids:
+    @property
+    def queued(self) -> int:
+        with self._cond:
+            return self._queued
+
+    def notify(self, changes: dict[str, str]) -> None:
+        """Wake the waiters on these jobs (``job id -> new state``)."""
+        if not changes:
             return
+        job_ids = set(changes)
         with self._cond:
             self._generation += 1
+            if RUNNABLE in changes.values():
+                self._queued += 1
             for job_id in job_ids:
                 self._changed[job_id] = self._generation
             if len(self._changed) > 10_000:  # old jobs: waiters fall back to polling
@@ -81,17 +94,22 @@ class JobWatch:
             loop.call_soon_threadsafe(event.set)
 
     def wait(self, after: int, timeout_s: float, job_id: str | None = None) -> int:
-        """Sleep until a change newer than generation ``after`` (of ``job_id``, or of any
-        job); returns the generation to pass next time. Returns on timeout too: the caller
-        then looks at the database anyway (changes from other processes)."""
+        """Sleep until a change newer than generation ``after`` (of ``job_id``, of any job
+        when None, or — with ``job_id=RUNNABLE`` — a job made runnable, counted by
+        :attr:`queued`); returns the generation to pass next time. Returns on timeout
+        too: the caller then looks at the database anyway (other processes' changes)."""
         with self._cond:
 
             def newer() -> bool:
+                if job_id == RUNNABLE:
+                    return self._queued > after
                 if job_id is None:
                     return self._generation > after
                 return self._changed.get(job_id, 0) > after
 
             self._cond.wait_for(newer, timeout=timeout_s)
+            if job_id == RUNNABLE:
+                return self._queued
             return self._generation if job_id is None else self._changed.get(job_id, after)
 
     async def wait_async(self, after: int, timeout_s: float, job_id: str) -> int:
@@ -123,7 +141,7 @@ class JobWatch:
         # commit, when the connection returns to the pool) or the next begin finds them.
         pending = conn.info.pop(_PENDING, None)
         if pending:
-            conn.info.setdefault(_PENDING + ".committed", set()).update(pending)
+            conn.info.setdefault(_PENDING + ".committed", {}).update(pending)
 
     def _on_rollback(self, conn: Connection) -> None:
         conn.info.pop(_PENDING, None)

@@ -40,6 +40,7 @@ from enclave.errors import EnclaveError
 from enclave.identity import User
 from enclave.jobstore import Job, create_job, get_job, transition
 from enclave.jobstore import list_jobs as _list_jobs
+from enclave.jobwatch import RUNNABLE
 from enclave.key_release import KeyReleaseService, ReleaseClaims
 from enclave.store import DatasetRecord
 from enclave.tables import jobs as jobs_table
@@ -827,12 +828,12 @@ class JobRunner:
     def _loop(self) -> None:
         watch = self._domain.job_watch
         while not self._stop.is_set():
-            seen = watch.generation  # before looking: a job committed after is not missed
+            seen = watch.queued  # before looking: a job queued after is not missed
             job_id = self._next()
             if job_id is None:
-                # Woken by any job change this process commits (a submit); the timeout
-                # catches jobs submitted by another process (the CLI) and the stop flag.
-                watch.wait(seen, self._poll_s)
+                # Woken when this process commits a job as authorized (a submit); the
+                # timeout catches jobs queued by another process (the CLI) and the stop flag.
+                watch.wait(seen, self._poll_s, RUNNABLE)
                 continue
             try:
                 self._run_one(job_id)

@@ -83,3 +83,18 @@ def test_an_event_loop_waiter_is_woken_without_a_thread(domain: Domain) -> None:
 
     gen, waited = asyncio.run(main())
     assert gen > seen and waited < 2.0
+
+
+def test_a_job_runner_is_woken_only_by_a_job_becoming_runnable(domain: Domain) -> None:
+    from enclave.jobwatch import RUNNABLE
+
+    watch = domain.job_watch
+    queued = watch.queued
+    job_id = _job(domain)  # submitted: not runnable yet
+    assert watch.wait(queued, 0.1, RUNNABLE) == queued
+    with domain.engine.begin() as conn:
+        transition(conn, domain.audit, job_id, "authorized", actor="system")
+    assert watch.wait(queued, 5.0, RUNNABLE) == queued + 1
+    with domain.engine.begin() as conn:
+        transition(conn, domain.audit, job_id, "running", actor="system")
+    assert watch.queued == queued + 1
