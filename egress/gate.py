@@ -156,8 +156,14 @@ class Gate:
         *,
         auto_release_clean_dp: bool | None = None,
         actor: str = "system",
+        on_hold: Callable[[Connection], None] | None = None,
     ) -> GateResult:
-        """Keep the report and outputs and move the job on; safe to call twice."""
+        """Keep the report and outputs and move the job on; safe to call twice.
+
+        ``on_hold(conn)`` runs in the transaction that keeps the outputs, only when they are
+        kept (not refused): a DP model's ledger charge commits with its held output or not
+        at all. An exception from it rolls the whole submission back.
+        """
         if report.job_id != job_id:
             raise EgressError(
                 f"the report is for job {report.job_id}, not {job_id}",
@@ -245,6 +251,8 @@ class Gate:
                     "findings and fixes",
                 )
                 return GateResult(job_id, where, report.verdict, sha, needed)
+            if on_hold is not None:
+                on_hold(conn)
             self.store_outputs(conn, job_id, outputs)
             for o in outputs:
                 if not o.is_dp and o.stats is not None and o.stats.units is not None:
@@ -273,12 +281,15 @@ class Gate:
         sources: Mapping[str, SourceRows] | None = None,
         precomputed: Mapping[str, Mapping[str, Sequence[Finding]]] | None = None,
         auto_release_clean_dp: bool | None = None,
+        on_hold: Callable[[Connection], None] | None = None,
     ) -> GateResult:
         """:meth:`check` then :meth:`submit`."""
         report = self.check(
             job_id, outputs, identifiers=identifiers, sources=sources, precomputed=precomputed
         )
-        return self.submit(job_id, outputs, report, auto_release_clean_dp=auto_release_clean_dp)
+        return self.submit(
+            job_id, outputs, report, auto_release_clean_dp=auto_release_clean_dp, on_hold=on_hold
+        )
 
     # --- held outputs ------------------------------------------------------------------
 

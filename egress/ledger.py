@@ -45,7 +45,7 @@ from enclave.audit import AuditLog
 from enclave.errors import KeyMaterialError
 from enclave.keys import KeyService, data_key_id
 
-__all__ = ["Budget", "BudgetStatus", "Charge", "Ledger", "Release"]
+__all__ = ["Budget", "BudgetStatus", "Charge", "Ledger", "Release", "charge_model"]
 
 log = logging.getLogger(__name__)
 
@@ -612,3 +612,78 @@ class Ledger:
 
 def _aad(scenario_id: str, query_key: str) -> str:
     return f"dp_releases|{scenario_id}|{query_key}"
+
+
+def charge_model(
+    ledger: Ledger,
+    conn: Connection,
+    *,
+    scenario_id: str,
+    job_id: str,
+    model_sha256: str,
+    epsilon: float,
+    budget: Budget,
+    actor: str = "system",
+) -> BudgetStatus:
+    """Charge a pure ε-DP model (issue 7) inside the caller's transaction; the status after.
+
+    The model job calls this in the gate's transaction that keeps the model output
+    (``Gate.submit(on_hold=...)``), so a model is held if and only if it was paid for.
+    Cost: pure ε-DP, i.e. ρ = ε²/2 in the zCDP ledger and (ε, 0) in basic composition. The
+    charge's ``query_key`` is the model file's sha256. A job charged before (a retried
+    gate) is not charged again. Raises :class:`BudgetExhausted` (over the per-job cap, or
+    not enough left); the caller's transaction then rolls back and may be audited with
+    :meth:`Ledger.record_denial`.
+    """
+    cost = Cost(epsilon, 0.0, epsilon * epsilon / 2.0, 0.0, True)
+    row = ledger._lock(conn, scenario_id, budget)
+    spent = _spent(row)
+    status = _status(scenario_id, spent, budget)
+    paid = conn.execute(sa.select(dp_charges.c.id).where(dp_charges.c.job_id == job_id)).first()
+    if paid is not None:
+        return status
+    ledger._check_fits(scenario_id, status, spent, cost, budget)
+    now = datetime.now(UTC)
+    after = spent.plus(cost)
+    conn.execute(
+        dp_budgets.update()
+        .where(dp_budgets.c.scenario_id == scenario_id)
+        .values(
+            epsilon_total=budget.epsilon,
+            delta_total=budget.delta,
+            rho_spent=after.rho,
+            delta_approx_spent=after.delta_approx,
+            epsilon_basic_spent=after.epsilon_basic,
+            delta_basic_spent=after.delta_basic,
+            charges=after.charges,
+            updated_at=now,
+        )
+    )
+    conn.execute(
+        dp_charges.insert().values(
+            scenario_id=scenario_id,
+            job_id=job_id,
+            query_key=model_sha256,
+            epsilon=cost.epsilon,
+            delta=cost.delta,
+            rho=cost.rho,
+            delta_approx=cost.delta_approx,
+            pure=cost.pure,
+            created_at=now,
+        )
+    )
+    if ledger._audit is not None:
+        ledger._audit.record(
+            conn,
+            actor=actor,
+            action="dp.charge",
+            target=scenario_id,
+            details={
+                "job": job_id,
+                "model_sha256": model_sha256,
+                "epsilon": cost.epsilon,
+                "delta": cost.delta,
+                "rho": cost.rho,
+            },
+        )
+    return _status(scenario_id, after, budget)

@@ -161,7 +161,10 @@ class ModelPolicy(_Strict):
     """How models may be trained and what membership-inference risk a released one may carry."""
 
     dp_training: bool = Field(
-        default=True, description="Models must be trained with differential privacy."
+        default=True,
+        description="Models must be trained with differential privacy: diffprivlib (or "
+        "OpenDP PCA) estimators; the platform reads their epsilon from the model, refuses "
+        "more than privacy_budget.per_job_epsilon and charges it to the scenario's budget.",
     )
     membership_inference_max_advantage: float = Field(
         default=0.05,

@@ -40,10 +40,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlglot
+from sqlalchemy.engine import Connection
 from sqlglot import exp
 
 from egress.checks import Finding
-from egress.errors import ModelFormatError
+from egress.errors import BudgetExhausted, ModelFormatError
+from egress.ledger import Budget, Ledger, charge_model
 from egress.models import ModelCard, ModelData, ModelThresholds, check_loaded_model
 from egress.models.output import model_output
 from egress.models.safe_format import load_model_safely, model_sha256
@@ -58,6 +60,7 @@ from shuyu.errors import ServiceError
 
 __all__ = [
     "HOLDOUT_FRACTION",
+    "ModelCharge",
     "ModelDeclaration",
     "holdout_mask",
     "read_declaration",
@@ -361,14 +364,17 @@ def _check(
     sample: pa.Table,
     y: np.ndarray[Any, Any] | None,
     mask: np.ndarray[Any, np.dtype[np.bool_]],
-) -> tuple[list[Finding], ModelCard]:
-    """Every model check on the emitted model; a model they cannot examine is blocked."""
+) -> tuple[list[Finding], ModelCard, float | None]:
+    """Every model check on the emitted model; a model they cannot examine is blocked.
+
+    Returns the findings, the card and the model's own ε (None unless it is a DP model).
+    """
     rows = (int((~mask).sum()), int(mask.sum()))
     try:
         model = load_model_safely(blob)
     except ModelFormatError as exc:
         found = [_block("model.format", exc.message, exc.hint or "")]
-        return found, _blocked_card(blob, found, rows)
+        return found, _blocked_card(blob, found, rows), None
     from sklearn.base import is_classifier, is_regressor
 
     features = [str(f) for f in getattr(model, "feature_names_in_", [])]
@@ -393,14 +399,16 @@ def _check(
             )
         )
     if problems:
-        return problems, _blocked_card(blob, problems, rows)
+        return problems, _blocked_card(blob, problems, rows), None
     frame = sample.select(features).to_pandas()
     keep = ~mask
     train = ModelData(frame[keep].reset_index(drop=True), None if y is None else y[keep])
     holdout = ModelData(frame[mask].reset_index(drop=True), None if y is None else y[mask])
     disclosure = domain.scenarios.disclosure(job.scenario_id)
     thresholds = ModelThresholds.from_policy(
-        scenario.models, min_cell_size=disclosure.min_cell_size
+        scenario.models,
+        min_cell_size=disclosure.min_cell_size,
+        max_dp_epsilon=scenario.privacy_budget.per_job_epsilon,
     )
     try:
         report = check_loaded_model(
@@ -415,8 +423,8 @@ def _check(
                 "use a scikit-learn estimator fit on the table's columns with the declared target",
             )
         ]
-        return found, _blocked_card(blob, found, rows)
-    return report.egress_findings(), report.card
+        return found, _blocked_card(blob, found, rows), None
+    return report.egress_findings(), report.card, report.dp_epsilon
 
 
 def _not_rows() -> list[Finding]:
@@ -441,6 +449,47 @@ def _identifiers_in_model() -> list[Finding]:
     ]
 
 
+# --- the privacy charge of a DP model ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelCharge:
+    """What a DP model costs its scenario: pure ε-DP, the ε read from the model itself."""
+
+    scenario_id: str
+    job_id: str
+    model_sha256: str
+    epsilon: float
+
+    def to_card(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario_id,
+            "epsilon": self.epsilon,
+            "delta": 0.0,
+            "rho": self.epsilon * self.epsilon / 2.0,
+            "pure": True,
+        }
+
+
+def _refuse_if_spent(domain: Domain, job: Job, scenario: Scenario) -> None:
+    """Under a DP scenario, refuse before any key or sandbox when nothing is left to spend."""
+    if not scenario.models.dp_training:
+        return
+    ledger = Ledger(domain.audit, domain.keys)
+    status = ledger.status(domain.engine, job.scenario_id, Budget.of(scenario.privacy_budget))
+    if status.epsilon_left <= 0:
+        exc = BudgetExhausted(
+            f"scenario {job.scenario_id!r} has no privacy budget left for a DP model "
+            f"(epsilon {status.epsilon_spent:.4g} of {status.epsilon_total:g} spent)",
+            hint="ask the authority for a larger budget",
+            details={"epsilon_left": 0.0, "epsilon_total": status.epsilon_total},
+        )
+        ledger.record_denial(
+            domain.engine, exc, scenario_id=job.scenario_id, job_id=job.id, actor=job.submitter
+        )
+        raise exc
+
+
 # --- the run -----------------------------------------------------------------------------
 
 
@@ -455,6 +504,7 @@ def run_model_job(
     from shuyu.jobs import _release_keys, _spec
 
     decl = read_declaration(job.code, sorted(records))
+    _refuse_if_spent(domain, job, scenario)
     views, columns = _views(domain, job, scenario, records)
     if decl.target is not None:
         # refuse a bad target before any key leaves the key service
@@ -482,19 +532,47 @@ def run_model_job(
         domain, rec, columns[decl.table], views[decl.table], pseudonym_key, decl.target
     )
     mask = holdout_mask(sample.num_rows, HOLDOUT_FRACTION, seed)
-    findings, card = _check(domain, scenario, job, rec, blob, sample, y, mask)
+    findings, card, dp_epsilon = _check(domain, scenario, job, rec, blob, sample, y, mask)
     del sample, y
+    charge = None
+    if scenario.models.dp_training and dp_epsilon is not None:
+        charge = ModelCharge(job.scenario_id, job.id, model_sha256(blob), dp_epsilon)
+        card = dataclasses.replace(card, dp_charge=charge.to_card())
     output = model_output(decl.name, blob, card, sorted(records))
     with domain.engine.begin() as conn:
         transition(conn, domain.audit, job.id, "gated", actor="system")
-    domain.gate.process(
-        job.id,
-        [output],
-        precomputed={
-            decl.name: {
-                "row_level": _not_rows(),
-                "identifiers": _identifiers_in_model(),
-                "model": findings,
-            }
-        },
-    )
+    ledger = Ledger(domain.audit, domain.keys)
+    budget = Budget.of(scenario.privacy_budget)
+
+    def pay(conn: Connection) -> None:
+        assert charge is not None
+        charge_model(
+            ledger,
+            conn,
+            scenario_id=charge.scenario_id,
+            job_id=charge.job_id,
+            model_sha256=charge.model_sha256,
+            epsilon=charge.epsilon,
+            budget=budget,
+            actor=job.submitter,
+        )
+
+    try:
+        domain.gate.process(
+            job.id,
+            [output],
+            precomputed={
+                decl.name: {
+                    "row_level": _not_rows(),
+                    "identifiers": _identifiers_in_model(),
+                    "model": findings,
+                }
+            },
+            on_hold=pay if charge is not None else None,
+        )
+    except BudgetExhausted as exc:
+        # the gate's transaction rolled back: no report, no held model, no charge
+        ledger.record_denial(
+            domain.engine, exc, scenario_id=job.scenario_id, job_id=job.id, actor=job.submitter
+        )
+        raise

@@ -12,10 +12,11 @@ from egress.models.capacity import count_parameters
 from egress.models.card import ModelCard
 from egress.models.checks import ModelCheckReport, check_loaded_model, check_model
 from egress.models.data import ModelData
-from egress.models.dp import DpModel, find_dp_model
+from egress.models.dp import DP_ALTERNATIVES, DpModel, find_dp_model
 from egress.models.findings import ModelFinding, Severity, Verdict
 from egress.models.membership import AttackResult
 from egress.models.safe_format import (
+    DP_TRUSTED_TYPES,
     EXTRA_TRUSTED_TYPES,
     dump_model,
     is_pickle,
@@ -25,6 +26,8 @@ from egress.models.safe_format import (
 from egress.models.thresholds import ModelThresholds
 
 __all__ = [
+    "DP_ALTERNATIVES",
+    "DP_TRUSTED_TYPES",
     "EXTRA_TRUSTED_TYPES",
     "AttackResult",
     "DpModel",

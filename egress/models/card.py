@@ -71,6 +71,10 @@ class ModelCard:
     dp_epsilon: float | None
     dp_classes: list[str]
     format: dict[str, Any] = field(default_factory=dict)
+    #: what the scenario's privacy ledger is charged for this model (DP models only):
+    #: ``scenario``, ``epsilon``, ``delta``, ``rho`` (zCDP) and ``pure``. The charge commits
+    #: with the held model, so a card that exists was paid for.
+    dp_charge: dict[str, Any] | None = None
 
     @staticmethod
     def build(
@@ -134,6 +138,17 @@ class ModelCard:
                 f"ε = {self.dp_epsilon:g} ({', '.join(self.dp_classes)})"
                 if self.dp_epsilon is not None
                 else "none"
+            ),
+            *(
+                [
+                    "- **Privacy budget charged**: "
+                    f"ε = {self.dp_charge.get('epsilon', 0):g}, "
+                    f"δ = {self.dp_charge.get('delta', 0):g} "
+                    f"(ρ = {self.dp_charge.get('rho', 0):.4g} zCDP) "
+                    f"to scenario {self.dp_charge.get('scenario', '?')}"
+                ]
+                if self.dp_charge
+                else []
             ),
             f"- **Verdict of the checks**: {self.verdict} (every model needs a reviewer)",
             f"- **Format**: skops, {self.format.get('bytes')} bytes, sha256 "

@@ -20,7 +20,7 @@ from egress.checks import Finding
 from egress.models.capacity import check_capacity, count_parameters
 from egress.models.card import ModelCard
 from egress.models.data import ModelData
-from egress.models.dp import check_dp
+from egress.models.dp import check_dp, check_dp_bounds
 from egress.models.findings import SEVERITY_ORDER, ModelFinding, Verdict, verdict_of
 from egress.models.membership import AttackResult, check_membership
 from egress.models.memorization import check_identifiers, check_refit, check_training_rows
@@ -135,6 +135,7 @@ def check_loaded_model(
     t = time.perf_counter()
     dp_findings, dp = check_dp(model, thresholds)
     findings += dp_findings
+    findings += check_dp_bounds(model, dp, train.features, train.target)
     timed("dp", t)
 
     t = time.perf_counter()

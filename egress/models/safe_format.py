@@ -24,6 +24,7 @@ import skops.io as sio
 from egress.errors import ModelFormatError
 
 __all__ = [
+    "DP_TRUSTED_TYPES",
     "EXTRA_TRUSTED_TYPES",
     "dump_model",
     "is_pickle",
@@ -52,6 +53,24 @@ EXTRA_TRUSTED_TYPES: frozenset[str] = frozenset(
         "opendp.extras.sklearn.decomposition.PCA",
     }
 )
+
+#: diffprivlib's DP estimators (subclasses of scikit-learn's, adding ε and bounds) and the
+#: accountant each one carries (plain numbers: the (ε, δ) of every DP fit). Loading them
+#: runs diffprivlib's own code, never the operator's. Part of :data:`EXTRA_TRUSTED_TYPES`.
+DP_TRUSTED_TYPES: frozenset[str] = frozenset(
+    {
+        "diffprivlib.accountant.BudgetAccountant",
+        "diffprivlib.models.logistic_regression.LogisticRegression",
+        "diffprivlib.models.linear_regression.LinearRegression",
+        "diffprivlib.models.naive_bayes.GaussianNB",
+        "diffprivlib.models.forest.RandomForestClassifier",
+        "diffprivlib.models.forest.DecisionTreeClassifier",
+        "diffprivlib.models.standard_scaler.StandardScaler",
+        "diffprivlib.models.pca.PCA",
+        "diffprivlib.models.k_means.KMeans",
+    }
+)
+EXTRA_TRUSTED_TYPES = EXTRA_TRUSTED_TYPES | DP_TRUSTED_TYPES
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = b"\x80"

@@ -125,7 +125,7 @@ class JobApi:
     def emit_model(
         self, name: str, estimator: Any, target: str | None = None, table: str | None = None
     ) -> None:
-        """Save a scikit-learn estimator with skops (a zip of JSON and arrays, never pickle).
+        """Save a scikit-learn or diffprivlib estimator with skops (JSON and arrays, never pickle).
 
         ``target`` (the column, or a SQL expression over the table's columns, the model
         predicts) and ``table`` (the table it was fit on) are read by the platform from the
@@ -133,7 +133,7 @@ class JobApi:
         """
         if not all(v is None or isinstance(v, str) for v in (target, table)):
             raise AgentError("python.bad_artifact")
-        if not type(estimator).__module__.startswith("sklearn."):
+        if not type(estimator).__module__.startswith(("sklearn.", "diffprivlib.models.")):
             raise AgentError("python.bad_artifact")
         import skops.io
 

@@ -46,6 +46,9 @@ ALLOWED_MODULES: frozenset[str] = frozenset(
     {
         "math",
         "statistics",
+        # DP estimators, for scenarios that require DP training (docs/models.md)
+        "diffprivlib",
+        "diffprivlib.models",
         "numpy",
         "numpy.linalg",
         "numpy.random",

@@ -153,3 +153,149 @@ def test_the_sample_view_key_release_is_audited_and_no_key_is_in_the_log(
         entries = [e for e in AuditLog.entries(conn) if e.action == "key.release"]
     sample = [e for e in entries if (e.details or {}).get("purpose") == "sample_view"]
     assert sample and all(e.details["key_ids"] == [f"{SCENARIO_ID}.pseudonym"] for e in sample)
+
+
+# --- DP models (diffprivlib) under a scenario that requires DP training --------------------
+
+DP_JOB = """
+from diffprivlib.models import LogisticRegression
+from sklearn.compose import ColumnTransformer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+df = shuyu.table("residents")
+columns = ["sex", "district"]
+onehot = OneHotEncoder(categories={categories!r}, handle_unknown="ignore", sparse_output=False)
+encode = ColumnTransformer([("onehot", onehot, columns)])
+classify = LogisticRegression(epsilon={epsilon!r}, data_norm=2.0)
+model = Pipeline([("encode", encode), ("classify", classify)])
+model.fit(df[columns], df["income"] >= 30000)
+shuyu.emit_model("dp_income", model, target="income >= 30000")
+"""
+
+
+def _dp_job(epsilon: float) -> str:
+    from shuyu.synthetic import DISTRICTS, SEXES
+
+    categories = [list(SEXES), [name for _, name in DISTRICTS]]
+    return DP_JOB.format(categories=categories, epsilon=epsilon)
+
+
+def _dp_scenario(domain: Domain, scenario_id: str, *, total: float, per_job: float) -> None:
+    """A scenario like the demo's, but DP training required and a small budget."""
+    from datetime import date
+
+    from policies.scenario import parse_scenario
+    from shuyu.demo import _scenario_yaml
+
+    data = _scenario_yaml(date.today())
+    data.update(
+        id=scenario_id,
+        models={"dp_training": True},
+        privacy_budget={"epsilon": total, "delta": 1e-6, "per_job_epsilon": per_job},
+    )
+    domain.scenarios.grant("authority", parse_scenario(data))
+    req = domain.requests.create("operator", scenario_id, "residents", note="DP model")
+    domain.requests.approve("provider", req.id, reason="matches the agreed purpose")
+
+
+def _submit_to(domain: Domain, scenario_id: str, code: str) -> dict[str, Any]:
+    operator = domain.identity.get("operator")
+    view = jobs.submit(domain, operator, scenario_id, kind="python", code=code, output_mode="model")
+    return jobs.run_job(domain, view["id"])
+
+
+def _charges(domain: Domain, scenario_id: str) -> list[tuple[str, float]]:
+    ledger = Ledger(domain.audit, domain.keys)
+    return [(c.job_id, c.epsilon) for c in ledger.charges(domain.engine, scenario_id)]
+
+
+def test_a_dp_logistic_regression_is_charged_reviewed_and_released_loadable_with_skops(
+    domain: Domain,
+) -> None:
+    _dp_scenario(domain, "S-2026-101", total=1.5, per_job=1.0)
+    view = _submit_to(domain, "S-2026-101", _dp_job(0.8))
+    assert view["state"] == "pending_review", (view["error_code"], view["error_message"])
+    found = _findings(domain, view["id"])
+    assert "model.dp_required" not in found
+    assert found["model.dp_epsilon"].severity == "info"
+    assert found["model.dp_epsilon"].evidence["epsilon"] == 0.8  # read from the model
+    # the ledger charged the model's own ε, pure DP, in the transaction that held it
+    assert _charges(domain, "S-2026-101") == [(view["id"], 0.8)]
+    ledger = Ledger(domain.audit, domain.keys)
+    assert ledger.verify(domain.engine, "S-2026-101")
+
+    approve(domain.gate, view["id"], "reviewer1", NO_RISK, reason="DP, low risk")
+    second = approve(domain.gate, view["id"], "reviewer2", NO_RISK, reason="DP, low risk")
+    assert second.release is not None
+    folder: Path = second.release.path
+    assert verify_release(folder).ok
+    path = folder / "data" / "dp_income.skops"
+    untrusted = sio.get_untrusted_types(file=path)
+    assert "diffprivlib.models.logistic_regression.LogisticRegression" in untrusted
+    assert set(untrusted) <= set(EXTRA_TRUSTED_TYPES)
+    model = sio.load(path, trusted=untrusted)
+    assert type(model.steps[-1][1]).__module__ == "diffprivlib.models.logistic_regression"
+    assert model.steps[-1][1].epsilon == 0.8
+    card = json.loads((folder / "data" / "dp_income.card.json").read_text(encoding="utf-8"))
+    assert card["dp_epsilon"] == 0.8
+    assert card["dp_classes"] == ["diffprivlib.models.logistic_regression.LogisticRegression"]
+    assert card["dp_charge"]["epsilon"] == 0.8 and card["dp_charge"]["scenario"] == "S-2026-101"
+    markdown = (folder / "data" / "dp_income.card.md").read_text(encoding="utf-8")
+    assert "Privacy budget charged" in markdown
+
+
+def test_a_plain_scikit_learn_model_under_a_dp_scenario_is_refused_and_charges_nothing(
+    domain: Domain,
+) -> None:
+    _dp_scenario(domain, "S-2026-102", total=1.5, per_job=1.0)
+    view = _submit_to(domain, "S-2026-102", TRAIN_SCRIPT.read_text(encoding="utf-8"))
+    assert view["state"] == "refused", (view["error_code"], view["error_message"])
+    finding = _findings(domain, view["id"])["model.dp_required"]
+    assert finding.severity == "block"
+    assert "LogisticRegression" in finding.message
+    assert finding.fix is not None
+    assert "diffprivlib.models.LogisticRegression" in finding.fix.description
+    assert _charges(domain, "S-2026-102") == []
+
+
+def test_a_dp_model_over_the_per_job_epsilon_is_refused_and_charges_nothing(
+    domain: Domain,
+) -> None:
+    _dp_scenario(domain, "S-2026-103", total=3.0, per_job=1.0)
+    view = _submit_to(domain, "S-2026-103", _dp_job(1.5))
+    assert view["state"] == "refused", (view["error_code"], view["error_message"])
+    assert _findings(domain, view["id"])["model.dp_epsilon"].severity == "block"
+    assert _charges(domain, "S-2026-103") == []
+
+
+def test_a_dp_model_the_budget_cannot_pay_for_fails_and_charges_nothing(domain: Domain) -> None:
+    from egress.ledger import charge_model
+
+    _dp_scenario(domain, "S-2026-104", total=1.0, per_job=1.0)
+    scenario = domain.scenarios.get("S-2026-104").scenario
+    ledger = Ledger(domain.audit, domain.keys)
+    with domain.engine.begin() as conn:  # an earlier model spent 0.6 of 1.0
+        charge_model(
+            ledger,
+            conn,
+            scenario_id="S-2026-104",
+            job_id="J-earlier",
+            model_sha256="0" * 64,
+            epsilon=0.6,
+            budget=Budget.of(scenario.privacy_budget),
+        )
+    view = _submit_to(domain, "S-2026-104", _dp_job(0.8))
+    assert view["state"] == "failed", (view["error_code"], view["error_message"])
+    assert view["error_code"] == "egress.budget_exhausted"
+    assert _charges(domain, "S-2026-104") == [("J-earlier", 0.6)]
+    with domain.engine.connect() as conn:  # the gate's transaction rolled back whole
+        assert domain.gate.stored_report(conn, view["id"]) is None
+        assert domain.gate.load_outputs(conn, view["id"]) == []
+    with domain.engine.connect() as conn:
+        denied = [
+            e.details
+            for e in AuditLog.entries(conn)
+            if e.action == "dp.charge" and e.result == "denied"
+        ]
+    assert any((d or {}).get("job") == view["id"] for d in denied)
