@@ -13,6 +13,7 @@ from shuyu.api.logging import JsonFormatter, redact, request_id_var
 from shuyu.api.ratelimit import check_rate, token_key
 from shuyu.context import Domain
 from shuyu.errors import RateLimited
+from shuyu.settings import Settings
 from tests.shuyu.api_support import Api
 
 ERROR_KEYS = {"code", "message", "kind", "request_id"}
@@ -181,3 +182,32 @@ def test_the_openapi_document_names_the_error_shape(api: Api) -> None:
         "/ErrorBody"
     )
     assert "HTTPValidationError" not in doc["components"]["schemas"]
+
+
+def test_two_processes_share_one_limit_and_lease_to_write_less(settings: Settings) -> None:
+    from enclave.db import make_engine
+    from shuyu.context import init_domain
+
+    init_domain(settings).close()
+    url = settings.resolved_database_url
+    one, two = make_engine(url), make_engine(url)  # two server processes' engines
+    key = token_key("sy_shared")
+    allowed = 0
+    for i in range(60):
+        try:
+            check_rate(one if i % 2 else two, key, 40, now_s=600.0 + i / 100)
+            allowed += 1
+        except RateLimited:
+            pass
+    assert allowed == 40  # never more than the limit, across both
+    # with the default limit a request does not write: 30 requests, one lease
+    other = token_key("sy_busy")
+    for _ in range(30):
+        check_rate(one, other, 600, now_s=700.0)
+    with one.connect() as conn:
+        count = conn.exec_driver_sql(
+            "SELECT count FROM rate_windows WHERE token_key = ?", (other,)
+        ).scalar_one()
+    assert count == 30
+    one.dispose()
+    two.dispose()
