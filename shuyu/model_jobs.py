@@ -3,8 +3,8 @@ the data, and send it to the gate (issue 7).
 
     authorized ──► running ──► keys for the columns the sample view reads (key release)
                                + the scenario's pseudonym key (audited)
-               ──► cold sandbox: the prelude materializes the R1.5 sample view and drops the
-                   key; the platform's holdout hides a seeded share of its rows; operator
+               ──► cold sandbox: the prelude materializes the R1.5 sample view, holds out a
+                   salted share of its persons and drops key and salt; operator
                    code (RestrictedPython) trains and emits one model as skops bytes
                ──► computed ──► model checks, as trusted code in this worker, on the same
                    training and holdout rows, rebuilt from a trusted read
@@ -18,8 +18,9 @@ What the operator writes (``shuyu/examples/train_logreg.py``)::
 
 The checks need the rows the model was trained on and rows it never saw. The platform
 knows both: the sample view is deterministic for a scenario (its pseudonym key), and the
-holdout is :func:`holdout_mask` of a seed drawn here for this run only. The *target* is
-declared in the source (``target=``, a column or a SQL expression over the table's
+holdout is :func:`holdout_split`, by privacy unit, with a salt drawn here for this run only
+(the prelude makes it in the sandbox, this worker makes it again from a trusted read).
+The *target* is declared in the source (``target=``, a column or a SQL expression over the table's
 columns, read here from the source as a literal) and evaluated by trusted DuckDB; the
 *features* are the model's ``feature_names_in_``. If the operator trained on anything else
 (another split, derived columns, another target), the trusted refit differs and blocks.
@@ -32,7 +33,7 @@ import dataclasses
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
@@ -52,7 +53,7 @@ from egress.models.safe_format import load_model_safely, model_sha256
 from enclave.jobstore import Job, transition
 from enclave.scenarios import pseudonym_key_id
 from enclave.store import DatasetRecord
-from policies.desensitize import SampleView
+from policies.desensitize import SampleView, quote_ident
 from policies.scenario import Scenario
 from sandbox.job import Prelude
 from shuyu.context import Domain
@@ -60,12 +61,16 @@ from shuyu.errors import ServiceError
 
 __all__ = [
     "HOLDOUT_FRACTION",
+    "HOLDOUT_SALT_VAR",
+    "HoldoutSplit",
     "ModelCharge",
     "ModelDeclaration",
     "holdout_mask",
+    "holdout_split",
     "read_declaration",
     "run_model_job",
     "target_sql",
+    "unit_sql",
 ]
 
 log = logging.getLogger(__name__)
@@ -229,6 +234,85 @@ def holdout_mask(num_rows: int, fraction: float, seed: int) -> np.ndarray[Any, n
     return mask
 
 
+# --- the holdout, by privacy unit ----------------------------------------------------------
+
+#: DuckDB variable holding this run's holdout salt while the split is made.
+HOLDOUT_SALT_VAR = "shuyu_holdout_salt"
+_HELD = "__shuyu_held_out"
+_HOLDOUT_BITS = 32
+
+
+@dataclass(frozen=True)
+class HoldoutSplit:
+    """Statements that materialize a sample view split by privacy unit, and the two tables.
+
+    A person's rows are all in training or all held out: the split hashes the dataset's
+    privacy unit (its raw value, read inside the trusted prelude) with a salt drawn for this
+    run, and holds out the units whose first 32 bits fall below the fraction. With rows
+    split one by one, a person with several rows would have some on each side, and the
+    held-out rows would look like members: membership inference would be measured too low.
+    The same statements run in the sandbox's prelude and in the trusted worker, so both see
+    the same rows in the same order.
+    """
+
+    train: str
+    holdout: str
+    statements: tuple[tuple[str, tuple[bytes, ...]], ...] = field(repr=False)
+
+
+def unit_sql(rec: DatasetRecord, readable: Sequence[str]) -> str:
+    """SQL for the unit a holdout keeps together: the privacy unit, else the first
+    identifier, else the whole row (one row, one unit), over the raw columns ``readable``."""
+    cols = [c for c in rec.meta.columns if c.name in readable]
+    unit = rec.meta.privacy_unit if rec.meta.privacy_unit in readable else None
+    if unit is None:
+        unit = next((c.name for c in cols if c.role == "identifier"), None)
+    if unit is not None:
+        return f"CAST({quote_ident(unit)} AS VARCHAR)"
+    parts = ", ".join(f"CAST({quote_ident(c)} AS VARCHAR)" for c in sorted(readable))
+    return f"concat_ws('|', {parts})"
+
+
+def holdout_split(
+    view: SampleView, key: bytes, unit: str, fraction: float, salt: bytes
+) -> HoldoutSplit:
+    """The sample view's statements, with the holdout split by ``unit`` (SQL over the raw
+    table; see :func:`unit_sql`) folded in. The key and the salt are reset before the
+    statements end."""
+    if not view.select_sql.startswith("SELECT ") or not 0 < fraction < 1:
+        raise ServiceError(
+            "the sample view cannot be split",
+            code="service.model_holdout",
+            hint="report it: the view's SQL is not a plain SELECT",
+        )
+    digest = f"sha256(getvariable('{HOLDOUT_SALT_VAR}') || encode('h|' || {unit}))"
+    threshold = int(fraction * (1 << _HOLDOUT_BITS))
+    held = f"CAST('0x' || substr({digest}, 1, 8) AS UBIGINT) < {threshold}"
+    split = quote_ident(f"{view.name}__split")
+    train, hold = f"{view.name}__train", f"{view.name}__holdout"
+    flag = quote_ident(_HELD)
+    labelled = f"SELECT {held} AS {flag}, " + view.select_sql[len("SELECT ") :]
+    statements: list[tuple[str, tuple[bytes, ...]]] = [
+        *((sql, tuple(params)) for sql, params in view.setup(key)),
+        (f"SET VARIABLE {HOLDOUT_SALT_VAR} = ?", (salt,)),
+        (f"CREATE OR REPLACE TABLE {split} AS {labelled}", ()),
+        *((sql, ()) for sql in view.teardown),
+        (f"RESET VARIABLE {HOLDOUT_SALT_VAR}", ()),
+        (
+            f"CREATE OR REPLACE TABLE {quote_ident(train)} AS "  # noqa: S608 - quoted names
+            f"SELECT * EXCLUDE ({flag}) FROM {split} WHERE NOT {flag}",
+            (),
+        ),
+        (
+            f"CREATE OR REPLACE TABLE {quote_ident(hold)} AS "  # noqa: S608 - quoted names
+            f"SELECT * EXCLUDE ({flag}) FROM {split} WHERE {flag}",
+            (),
+        ),
+        (f"DROP TABLE {split}", ()),
+    ]
+    return HoldoutSplit(train, hold, tuple(statements))
+
+
 # --- the sample view ---------------------------------------------------------------------
 
 
@@ -277,36 +361,52 @@ def _pseudonym_key(domain: Domain, job: Job, views: Mapping[str, SampleView]) ->
     return key
 
 
-def _prelude(views: Mapping[str, SampleView], key: bytes) -> Prelude:
+def _prelude(
+    views: Mapping[str, SampleView], key: bytes, table: str, split: HoldoutSplit
+) -> Prelude:
+    """Every view's statements; the training table's split, whose training rows only the
+    job sees (its held-out rows stay in the prelude's connection, which is closed)."""
     statements: list[tuple[str, tuple[bytes, ...]]] = []
-    for view in views.values():
-        statements += [(sql, tuple(params)) for sql, params in view.statements(key)]
-    return Prelude(tuple(statements), {name: v.name for name, v in views.items()})
+    tables: dict[str, str] = {}
+    for name, view in views.items():
+        if name == table:
+            statements += split.statements
+            tables[name] = split.train
+        else:
+            statements += [(sql, tuple(params)) for sql, params in view.statements(key)]
+            tables[name] = view.name
+    return Prelude(tuple(statements), tables)
 
 
 def _trusted_sample(
     domain: Domain,
     rec: DatasetRecord,
     columns: Sequence[str],
-    view: SampleView,
-    key: bytes,
+    split: HoldoutSplit,
     target: str | None,
-) -> tuple[pa.Table, np.ndarray[Any, Any] | None]:
-    """The sample the sandbox built, rebuilt by trusted code, and the target over it."""
+) -> tuple[pa.Table, np.ndarray[Any, Any] | None, np.ndarray[Any, np.dtype[np.bool_]]]:
+    """The sample the sandbox built, rebuilt by trusted code with the same split: its
+    training rows then its held-out rows, the target over them, and the held-out mask."""
     raw = domain.store.open_dataset_for_trusted_read(rec.name, version=rec.version, columns=columns)
     con = duckdb.connect(":memory:", config={"enable_external_access": False})
     try:
         con.register(rec.name, raw)
-        for sql, params in view.statements(key):
-            con.execute(sql, params)
-        source = '"' + view.name.replace('"', '""') + '"'
-        sample = con.sql(f"SELECT * FROM {source}").to_arrow_table()  # noqa: S608
+        for sql, params in split.statements:
+            con.execute(sql, list(params))
+        sides = [quote_ident(split.train), quote_ident(split.holdout)]
+        tables = [con.sql(f"SELECT * FROM {s}").to_arrow_table() for s in sides]  # noqa: S608
         y = None
         if target is not None:
-            expr = target_sql(target, sample.column_names)
-            got = con.sql(f"SELECT ({expr}) AS y FROM {source}").to_arrow_table()  # noqa: S608
-            y = got.column("y").to_numpy(zero_copy_only=False)
-        return sample, y
+            expr = target_sql(target, tables[0].column_names)
+            parts = [
+                con.sql(f"SELECT ({expr}) AS y FROM {s}").to_arrow_table()  # noqa: S608
+                for s in sides
+            ]
+            y = np.concatenate([p.column("y").to_numpy(zero_copy_only=False) for p in parts])
+        mask = np.concatenate(
+            [np.zeros(tables[0].num_rows, dtype=bool), np.ones(tables[1].num_rows, dtype=bool)]
+        )
+        return pa.concat_tables(tables), y, mask
     finally:
         con.close()
 
@@ -510,13 +610,23 @@ def run_model_job(
         # refuse a bad target before any key leaves the key service
         sample_cols = [c for c, a in views[decl.table].actions.items() if a != "drop"]
         target_sql(decl.target, sample_cols)
+    rec = records[decl.table]
+    unit = rec.meta.privacy_unit
+    if unit and unit not in columns[decl.table] and unit in scenario.columns_of(decl.table):
+        columns[decl.table] = sorted([*columns[decl.table], unit])  # to hold out by person
     keys = _release_keys(domain, job, columns, records, actor="system")
     pseudonym_key = _pseudonym_key(domain, job, views)
-    seed = secrets.randbelow(2**31)  # this run's holdout; it lives only in this worker
+    salt = secrets.token_bytes(16)  # this run's holdout; it lives only in this worker
+    split = holdout_split(
+        views[decl.table],
+        pseudonym_key,
+        unit_sql(rec, columns[decl.table]),
+        HOLDOUT_FRACTION,
+        salt,
+    )
     spec = dataclasses.replace(
         _spec(job, job.code, columns, records, keys),
-        holdout={decl.table: (HOLDOUT_FRACTION, seed)},
-        prelude=_prelude(views, pseudonym_key),
+        prelude=_prelude(views, pseudonym_key, decl.table, split),
     )
     out = sb.run(spec, warm=False)
     if out.tables or out.metrics or set(out.models) != {decl.name}:
@@ -527,11 +637,7 @@ def run_model_job(
     blob = out.models[decl.name]
     with domain.engine.begin() as conn:
         transition(conn, domain.audit, job.id, "computed", actor="system")
-    rec = records[decl.table]
-    sample, y = _trusted_sample(
-        domain, rec, columns[decl.table], views[decl.table], pseudonym_key, decl.target
-    )
-    mask = holdout_mask(sample.num_rows, HOLDOUT_FRACTION, seed)
+    sample, y, mask = _trusted_sample(domain, rec, columns[decl.table], split, decl.target)
     findings, card, dp_epsilon = _check(domain, scenario, job, rec, blob, sample, y, mask)
     del sample, y
     charge = None
