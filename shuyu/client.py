@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import httpx
 import pyarrow as pa
@@ -42,6 +42,9 @@ from shuyu.api.schemas import (
     ReviewItem,
 )
 from shuyu.errors import REMOTE_ERRORS, RemoteError, RemoteInternal, RemoteUnavailable
+
+if TYPE_CHECKING:
+    from egress.models.output import SavedModel
 
 __all__ = ["Client", "JobRef"]
 
@@ -266,6 +269,15 @@ class Client:
             "GET", f"/v1/jobs/{_job_id(job)}/result", params={"format": "arrow"}
         )
         return ipc.open_stream(response.content).read_all()
+
+    def save_model(self, job: JobRef, path: Path | str | None = None) -> SavedModel:
+        """Write a released model job's model to ``path`` (default ``./<job id>.skops``) and
+        its card next to it; ``.load_code()`` of the answer says how to load it with skops
+        and its explicit trusted types."""
+        from egress.models.output import save_model_result
+
+        job_id = _job_id(job)
+        return save_model_result(self.result(job_id), Path(path or f"{job_id}.skops"))
 
     def budget(self, scenario: str) -> BudgetView:
         """The scenario's privacy budget: ε and δ in total, spent and left."""

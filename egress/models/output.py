@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,12 +24,16 @@ import pyarrow as pa
 from egress.checks import OutputSpec
 from egress.errors import EgressError
 from egress.models.card import ModelCard
+from egress.models.safe_format import load_model_safely
 
 __all__ = [
     "MODEL_COLUMNS",
+    "SavedModel",
+    "is_model_table",
     "model_output",
     "model_parts",
     "model_summary_table",
+    "save_model_result",
     "write_model_files",
 ]
 
@@ -92,3 +97,55 @@ def model_summary_table(table: pa.Table) -> pa.Table:
         ("skops sha256", hashlib.sha256(blob).hexdigest()),
     ]
     return pa.table({"item": [k for k, _ in items], "value": [v for _, v in items]})
+
+
+def is_model_table(table: pa.Table) -> bool:
+    """True for a model job's result: one row of (model, card_json, card_markdown)."""
+    return tuple(table.column_names) == MODEL_COLUMNS
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """A released model written to disk, and what to trust when loading it."""
+
+    model_path: Path
+    card_json_path: Path
+    card_markdown_path: Path
+    sha256: str
+    size_bytes: int
+    #: the file's types beyond skops' defaults, each on the platform's allow-list: exactly
+    #: what ``skops.io.load(..., trusted=...)`` needs (never ``trusted=True``)
+    trusted_types: tuple[str, ...]
+
+    def load_code(self) -> str:
+        """Python that loads the model with skops and this explicit trusted-type list."""
+        return (
+            "import skops.io as sio\n"
+            f"model = sio.load({str(self.model_path)!r}, trusted={list(self.trusted_types)!r})"
+        )
+
+
+def save_model_result(table: pa.Table, model_path: Path) -> SavedModel:
+    """Write a released model to ``model_path`` and its card next to it
+    (``<stem>.card.json``, ``<stem>.card.md``), after proving that the file loads under the
+    platform's type allow-list; returns the paths and the trusted types to load it with."""
+    blob, card_json, card_md = model_parts(table)
+    load_model_safely(blob)  # refuses a pickle or any type outside EXTRA_TRUSTED_TYPES
+    import skops.io as sio
+
+    trusted = tuple(sorted(sio.get_untrusted_types(data=blob)))  # all allow-listed, just checked
+    base = model_path.with_suffix("") if model_path.suffix == ".skops" else model_path
+    card_json_path = base.with_name(base.name + ".card.json")
+    card_md_path = base.with_name(base.name + ".card.md")
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    model_path.write_bytes(blob)
+    card_json_path.write_text(card_json + "\n", encoding="utf-8")
+    card_md_path.write_text(card_md + "\n", encoding="utf-8")
+    return SavedModel(
+        model_path=model_path,
+        card_json_path=card_json_path,
+        card_markdown_path=card_md_path,
+        sha256=hashlib.sha256(blob).hexdigest(),
+        size_bytes=len(blob),
+        trusted_types=trusted,
+    )

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, cast
 import pyarrow.csv as pacsv
 import typer
 
+from egress.models.output import is_model_table, save_model_result
 from shuyu import jobs
 from shuyu.cli.remote import UrlOption, remote_client
 from shuyu.cli.render import console, print_json, print_table
@@ -180,7 +181,13 @@ def cancel(job_id: str, as_user: AsUser = None, url: UrlOption = None) -> None:
 @app.command()
 def result(
     job_id: str,
-    out: Annotated[Path | None, typer.Option(help="Write CSV here; default: print.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write CSV here; default: print. A model job: the .skops file to write "
+            "(its card goes next to it); default ./<job id>.skops."
+        ),
+    ] = None,
     as_user: AsUser = None,
     url: UrlOption = None,
 ) -> None:
@@ -192,6 +199,9 @@ def result(
     else:
         domain = open_domain()
         table = jobs.result_table(domain, domain.identity.get(require_as(as_user)), job_id)
+    if is_model_table(table):
+        _save_model(table, out or Path(f"{job_id}.skops"))
+        return
     if out is not None:
         pacsv.write_csv(table, out)
         console.print(f"{table.num_rows} rows written to {out}")
@@ -208,3 +218,17 @@ def result(
             for r in rows
         ),
     )
+
+
+def _save_model(table: Any, path: Path) -> None:
+    """Write a released model and its card; say how to load it without trusting everything."""
+    saved = save_model_result(table, path)
+    console.print(
+        f"model written to {saved.model_path} ({saved.size_bytes} bytes, sha256 {saved.sha256})"
+    )
+    console.print(f"card: {saved.card_json_path} and {saved.card_markdown_path}")
+    console.print(
+        "load it with skops and exactly these trusted types (never trusted=True; "
+        "docs/models.md lists the allow-list):"
+    )
+    console.print(saved.load_code(), markup=False, highlight=False, soft_wrap=True)

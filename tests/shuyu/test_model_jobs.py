@@ -84,7 +84,7 @@ def _spent(domain: Domain) -> float:
 
 
 def test_a_logistic_regression_waits_for_two_reviewers_then_releases_with_its_card(
-    domain: Domain,
+    domain: Domain, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     view = _submit(domain, TRAIN_SCRIPT.read_text(encoding="utf-8"))
     assert view["state"] == "pending_review", view
@@ -116,6 +116,20 @@ def test_a_logistic_regression_waits_for_two_reviewers_then_releases_with_its_ca
         .read_text(encoding="utf-8")
         .startswith("# Model card: Pipeline")
     )
+
+    # the operator downloads it: a .skops file named after the job, the card next to it,
+    # and the exact skops call (with its trusted types) printed to load it
+    from typer.testing import CliRunner
+
+    from shuyu.cli import app
+
+    env = {"SHUYU_HOME": str(domain.settings.home)}
+    monkeypatch.chdir(tmp_path)
+    got = CliRunner().invoke(app, ["job", "result", view["id"], "--as", "operator"], env=env)
+    assert got.exit_code == 0, got.output
+    assert (tmp_path / f"{view['id']}.skops").read_bytes() == path.read_bytes()
+    assert (tmp_path / f"{view['id']}.card.json").exists()
+    assert "sio.load(" in got.output and "trusted=[" in got.output
 
 
 def test_a_nearest_neighbours_model_is_refused_for_storing_training_rows(domain: Domain) -> None:
