@@ -65,6 +65,7 @@ __all__ = [
     "HoldoutSplit",
     "ModelCharge",
     "ModelDeclaration",
+    "check_submission",
     "holdout_mask",
     "holdout_split",
     "read_declaration",
@@ -164,6 +165,40 @@ def read_declaration(code: str, tables: Sequence[str]) -> ModelDeclaration:
             hint="name one of: " + ", ".join(sorted(tables)),
         )
     return ModelDeclaration(name, table, _literal(args.get("target"), "target"))
+
+
+def _imports(tree: ast.AST) -> list[str]:
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names.append("." * node.level + (node.module or ""))
+    return names
+
+
+def check_submission(code: str, scenario: Scenario) -> ModelDeclaration:
+    """Refuse a malformed Python model job when it is submitted, before it is queued.
+
+    The same checks the run makes before anything runs (:func:`read_declaration`: one
+    ``shuyu.emit_model``, literal name/target/table, the table one of the scenario's
+    datasets; :func:`target_sql`: the target over the columns the scenario grants), plus the
+    imports the sandbox would refuse (``sandbox.agent.restricted.ALLOWED_MODULES``). Raises
+    ``service.model_job_invalid`` (kind ``invalid``) naming the problem; returns the
+    declaration. The run checks again: the sample view may drop a granted column.
+    """
+    from sandbox.agent.restricted import ALLOWED_MODULES
+
+    decl = read_declaration(code, sorted(scenario.datasets))
+    refused = sorted({n for n in _imports(ast.parse(code)) if n not in ALLOWED_MODULES})
+    if refused:
+        raise _invalid(
+            f"the job imports {', '.join(refused)}, which the sandbox does not allow",
+            hint="import only: " + ", ".join(sorted(ALLOWED_MODULES)),
+        )
+    if decl.target is not None:
+        target_sql(decl.target, sorted(scenario.columns_of(decl.table)))
+    return decl
 
 
 _TARGET_NODES = (
