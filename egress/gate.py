@@ -173,7 +173,7 @@ class Gate:
             )
         text = report.to_json()
         sha = hashlib.sha256(text.encode()).hexdigest()
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:
             existing = conn.execute(
                 sa.select(egress_reports).where(egress_reports.c.job_id == job_id)
             ).first()

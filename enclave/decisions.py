@@ -103,19 +103,26 @@ class AccessService:
         job: JobAccess,
         *,
         job_id: str | None = None,
+        conn: Connection | None = None,
     ) -> Decision:
-        """Decide and audit; never raises for a denial (see :meth:`authorize_job`)."""
-        with self._engine.begin() as conn:
-            inputs = self.gather(conn, user_id, scenario_id, job)
-            decision = decide(**inputs)
-            self._audit.record(
-                conn,
-                actor=user_id,
-                action="access.decide",
-                target=scenario_id,
-                result="allowed" if decision.allowed else "denied",
-                details=_details(decision, job, job_id),
-            )
+        """Decide and audit; never raises for a denial (see :meth:`authorize_job`).
+
+        With ``conn`` the decision and its audit entry join the caller's transaction (the
+        job's own state change commits with the decision that allowed it, or neither does).
+        """
+        if conn is None:
+            with self._engine.begin() as own:
+                return self.decide_job(user_id, scenario_id, job, job_id=job_id, conn=own)
+        inputs = self.gather(conn, user_id, scenario_id, job)
+        decision = decide(**inputs)
+        self._audit.record(
+            conn,
+            actor=user_id,
+            action="access.decide",
+            target=scenario_id,
+            result="allowed" if decision.allowed else "denied",
+            details=_details(decision, job, job_id),
+        )
         return decision
 
     def authorize_job(

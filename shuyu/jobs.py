@@ -34,7 +34,7 @@ from egress.checks.inputs import MeasureKind, OutputStats
 from egress.checks.stats_sql import Measure, cell_stats_sql
 from egress.dp import CompiledQuery, DatasetCatalog, apply_noise, compile_query
 from egress.dp.analyze import Plan, analyze
-from egress.errors import QueryRefused
+from egress.errors import BudgetExhausted, QueryRefused
 from egress.ledger import Budget, Ledger
 from enclave.errors import EnclaveError
 from enclave.identity import User
@@ -286,6 +286,8 @@ def submit(
         if ledger.lookup(domain.engine, scenario_id, prepared.compiled.query_key) is None:
             ledger.check(domain.engine, scenario_id, prepared.compiled.cost, budget)
     params["columns"] = {k: sorted(v) for k, v in prepared.columns.items()}
+    # One transaction: the job, the decision (audited) and the job's move to authorized or
+    # refused commit together — a job is never queued without the decision that allowed it.
     with domain.engine.begin() as conn:
         job = create_job(
             conn,
@@ -297,10 +299,20 @@ def submit(
             code=code,
             params=params,
         )
-    try:
-        decision = domain.access.authorize_job(user.id, scenario_id, access, job_id=job.id)
-    except ShuyuError as exc:
-        with domain.engine.begin() as conn:
+        decision = domain.access.decide_job(user.id, scenario_id, access, job_id=job.id, conn=conn)
+        if decision.allowed:
+            transition(
+                conn,
+                domain.audit,
+                job.id,
+                "authorized",
+                actor="system",
+                policy_hash=decision.policy_hash,
+            )
+            return get_job(conn, job.id).view()
+        try:
+            decision.raise_if_denied()
+        except ShuyuError as exc:
             transition(
                 conn,
                 domain.audit,
@@ -310,17 +322,8 @@ def submit(
                 error_code=exc.code,
                 error_message=exc.message,
             )
-        raise
-    with domain.engine.begin() as conn:
-        transition(
-            conn,
-            domain.audit,
-            job.id,
-            "authorized",
-            actor="system",
-            policy_hash=decision.policy_hash,
-        )
-        return get_job(conn, job.id).view()
+            denied = exc
+    raise denied
 
 
 def _jsonable(obj: Any) -> Any:
@@ -491,11 +494,6 @@ def run_job(domain: Domain, job_id: str) -> dict[str, Any]:
     if job.state != "authorized":
         return job.view()
     try:
-        # Claim first: the compare-and-set to `running` lets exactly one runner, in any
-        # process sharing the database, take the job.
-        with domain.engine.begin() as conn:
-            if not transition(conn, domain.audit, job_id, "running", actor="system"):
-                return get_job(conn, job_id).view()
         decided = _decide_again(domain, job)
         if decided is None:
             with domain.engine.connect() as conn:
@@ -508,12 +506,16 @@ def run_job(domain: Domain, job_id: str) -> dict[str, Any]:
 
 
 def _decide_again(domain: Domain, job: Job) -> tuple[Job, Scenario, _Prepared] | None:
-    """Decide once more just before the run (audited); None when the job is now refused.
+    """Claim the job and decide once more just before the run (audited); None when another
+    runner took the job or it is now refused.
 
-    Between submit and run the scenario may have been suspended or revoked, the operator's
-    agreement may have lapsed, the provider may have withdrawn approval. The returned job
-    carries the decision's scope (in memory only) for key release to check claims against;
-    the scenario and the compiled query go on to the run, so a job is compiled once here.
+    Claim and decision are one transaction: the compare-and-set to `running` lets exactly
+    one runner, in any process sharing the database, take the job, and the decision that
+    lets it run commits with it. Between submit and run the scenario may have been
+    suspended or revoked, the operator's agreement may have lapsed, the provider may have
+    withdrawn approval. The returned job carries the decision's scope (in memory only) for
+    key release to check claims against; the scenario and the compiled query go on to the
+    run, so a job is compiled once here.
     """
     s = _scenario(domain, job.scenario_id)
     params = dict(job.params)
@@ -525,14 +527,18 @@ def _decide_again(domain: Domain, job: Job) -> tuple[Job, Scenario, _Prepared] |
         params.get("epsilon"),
         float(params.get("delta") or 0.0),
     )
-    decision = domain.access.decide_job(job.submitter, job.scenario_id, access, job_id=job.id)
-    problem = None
-    if not decision.allowed:
-        problem = "; ".join(r.message for r in decision.reasons) or "access denied"
-    elif decision.policy_hash != job.policy_hash:
-        problem = "the scenario's policy changed since the job was authorized"
-    if problem is not None:
-        with domain.engine.begin() as conn:
+    with domain.engine.begin() as conn:
+        if not transition(conn, domain.audit, job.id, "running", actor="system"):
+            return None
+        decision = domain.access.decide_job(
+            job.submitter, job.scenario_id, access, job_id=job.id, conn=conn
+        )
+        problem = None
+        if not decision.allowed:
+            problem = "; ".join(r.message for r in decision.reasons) or "access denied"
+        elif decision.policy_hash != job.policy_hash:
+            problem = "the scenario's policy changed since the job was authorized"
+        if problem is not None:
             transition(
                 conn,
                 domain.audit,
@@ -542,7 +548,7 @@ def _decide_again(domain: Domain, job: Job) -> tuple[Job, Scenario, _Prepared] |
                 error_code="policy.denied_at_run",
                 error_message=problem,
             )
-        return None
+            return None
     scope = {name: sorted(cols) for name, cols in decision.scope.items()}
     return replace(job, params={**job.params, "authorized_scope": scope}), s, prepared
 
@@ -595,18 +601,29 @@ def _run_dp(
         columns = _with_units(prepared.columns, records)
         keys = _release_keys(domain, job, columns, records, actor="system")
         out = sb.run(_spec(job, compiled.rewritten_sql, columns, records, keys), warm=True)
-        with domain.engine.begin() as conn:
-            transition(conn, domain.audit, job.id, "computed", actor="system")
         noisy = apply_noise(compiled, out.result)
-        noisy = ledger.charge_and_record(
-            domain.engine,
-            scenario_id=job.scenario_id,
-            job_id=job.id,
-            compiled=compiled,
-            result=noisy,
-            budget=Budget.of(s.privacy_budget),
-            actor=job.submitter,
-        ).result
+        try:
+            # The exact answer becomes noisy in memory; the charge, the noisy values and
+            # the job's moves commit together. The ledger may hand back an earlier answer
+            # (this job's own charge after a crash, or the same query released meanwhile),
+            # and that answer — never a second noisy draw — is what goes to the gate.
+            with domain.engine.begin() as conn:
+                transition(conn, domain.audit, job.id, "computed", actor="system")
+                noisy = ledger.charge_and_record(
+                    conn,
+                    scenario_id=job.scenario_id,
+                    job_id=job.id,
+                    compiled=compiled,
+                    result=noisy,
+                    budget=Budget.of(s.privacy_budget),
+                    actor=job.submitter,
+                ).result
+                transition(conn, domain.audit, job.id, "gated", actor="system")
+        except BudgetExhausted as exc:
+            ledger.record_denial(
+                domain.engine, exc, scenario_id=job.scenario_id, job_id=job.id, actor=job.submitter
+            )
+            raise
     else:
         # A repeat: the earlier noisy answer, charged nothing — averaging gains nothing.
         with domain.engine.begin() as conn:
@@ -618,6 +635,7 @@ def _run_dp(
                 actor="system",
                 details={"repeat_of_query": compiled.query_key},
             )
+            transition(conn, domain.audit, job.id, "gated", actor="system")
         noisy = earlier
     measures: dict[str, MeasureKind] = {}
     for o in compiled.outputs:
@@ -631,8 +649,6 @@ def _run_dp(
         mode="dp_aggregate",
         measures=measures,
     )
-    with domain.engine.begin() as conn:
-        transition(conn, domain.audit, job.id, "gated", actor="system")
     domain.gate.process(
         job.id,
         [spec],
