@@ -33,6 +33,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -1028,15 +1030,39 @@ def _is_aggregate(node: exp.Expression) -> bool:
     return isinstance(node, (exp.AggFunc, exp.WithinGroup))
 
 
+_PLANS: OrderedDict[str, list[tuple[tuple[DatasetCatalog, ...], Plan]]] = OrderedDict()
+_PLANS_LOCK = threading.Lock()
+_PLANS_MAX = 256
+
+
 def analyze(sql: str, catalog_for: CatalogFor) -> Plan:
-    """Check `sql` against the allowed shape and flatten it; refuse anything else."""
+    """Check `sql` against the allowed shape and flatten it; refuse anything else.
+
+    Plans are memoized by the SQL text and the exact catalogs (names, versions, columns,
+    bounds …) they were built from: a job is analyzed at submit and again just before it
+    runs, and operators repeat the same queries, while parsing and flattening cost more
+    than the rest of the compile. A catalog that changed in any way misses the memo.
+    Plans are read, never changed, by the rewrite and the compiler.
+    """
+    with _PLANS_LOCK:
+        entries = list(_PLANS.get(sql, ()))
+    for catalogs, plan in entries:
+        if all(catalog_for(c.name) == c for c in catalogs):
+            return plan
     try:
-        return _analyze(sql, catalog_for)
+        plan = _analyze(sql, catalog_for)
     except RecursionError:
         raise _refuse(
             "the query is nested too deeply to check",
             "write it with fewer nested parentheses, CASEs or subqueries",
         ) from None
+    catalogs = tuple({o.catalog.name: o.catalog for o in plan.occurrences}.values())
+    with _PLANS_LOCK:
+        kept = [e for e in _PLANS.pop(sql, []) if e[0] != catalogs][-3:]
+        _PLANS[sql] = [*kept, (catalogs, plan)]
+        while len(_PLANS) > _PLANS_MAX:
+            _PLANS.popitem(last=False)
+    return plan
 
 
 def _analyze(sql: str, catalog_for: CatalogFor) -> Plan:

@@ -1,0 +1,44 @@
+"""The analysis memo: the same SQL over the same catalogs is analyzed once; any change to a
+catalog, or a query that is refused, is analyzed afresh."""
+
+from __future__ import annotations
+
+import pytest
+
+from egress.dp import compile_query
+from egress.dp.analyze import analyze
+from egress.errors import QueryRefused
+from tests.egress.dp_support import catalogs, residents_catalog
+
+SQL = "SELECT district, SUM(income) AS s FROM residents WHERE age >= 18 GROUP BY district"
+
+
+def test_the_same_query_over_the_same_catalog_reuses_its_plan() -> None:
+    first = analyze(SQL, catalogs(residents_catalog()))
+    again = analyze(SQL, catalogs(residents_catalog()))  # equal catalog, a new object
+    assert again is first
+
+
+def test_a_changed_catalog_is_analyzed_afresh() -> None:
+    first = analyze(SQL, catalogs(residents_catalog()))
+    newer = analyze(SQL, catalogs(residents_catalog(version=2)))
+    assert newer is not first
+    assert newer.data_versions == {"residents": 2}
+    stricter = analyze(SQL, catalogs(residents_catalog(max_rows=3)))
+    assert stricter.contribution_rows == 3
+    # and the first catalog still gets its own plan back
+    assert analyze(SQL, catalogs(residents_catalog())) is first
+
+
+def test_a_memoized_plan_compiles_to_the_same_sql_as_a_fresh_one() -> None:
+    a = compile_query(SQL, catalogs(residents_catalog()), epsilon=1.0, delta=1e-8, seed=7)
+    b = compile_query(SQL, catalogs(residents_catalog()), epsilon=0.5, delta=1e-8, seed=7)
+    assert a.rewritten_sql == b.rewritten_sql
+    assert a.query_key != b.query_key  # the privacy parameters still make a new key
+
+
+def test_a_refused_query_stays_refused() -> None:
+    bad = "SELECT name FROM residents"
+    for _ in range(2):
+        with pytest.raises(QueryRefused):
+            analyze(bad, catalogs(residents_catalog()))
