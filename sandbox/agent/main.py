@@ -44,15 +44,27 @@ def _protect_stdout() -> BinaryIO:
 
 
 class Agent:
-    """Holds what a warm session keeps between jobs: one DuckDB, the decrypted tables."""
+    """Holds what a warm session keeps between jobs: one DuckDB, the decrypted columns."""
 
     def __init__(self, data_root: Path, keep_tables: bool) -> None:
         from .data import TableCache
 
         self._root = data_root
         self._keep = keep_tables
-        self._cache = TableCache(data_root)
         self._con: Any = None
+        # Cold: one job's Arrow tables. Warm: made with the DuckDB that keeps the columns.
+        self._cache: Any = None if keep_tables else TableCache(data_root)
+
+    def _session(self, limits: dict[str, Any], need_sql: bool) -> tuple[Any, Any]:
+        """The DuckDB (made by the first job that needs it, with its limits) and the cache."""
+        if self._con is None and (need_sql or self._keep):
+            from .data import TableCache
+            from .sql import connect
+
+            self._con = connect(limits.get("memory_bytes"), limits.get("threads"), held=self._keep)
+            if self._keep:
+                self._cache = TableCache(self._root, self._con)
+        return self._con, self._cache
 
     def handle(self, line: bytes) -> list[bytes]:
         """The frames answering one job line (ending in Z, or a single E)."""
@@ -67,6 +79,11 @@ class Agent:
         finally:
             if not self._keep:
                 self._cache.clear()
+
+    def after_answer(self) -> None:
+        """Work a warm session does between jobs, once the answer is on its way."""
+        if self._keep and self._cache is not None:
+            self._cache.compress()
 
     def _run(self, line: bytes) -> list[bytes]:
         from .crypto import KeyRing, decode_keys
@@ -89,13 +106,18 @@ class Agent:
         if prelude is not None and kind != "python":
             raise AgentError("job.invalid")
         specs = parse_datasets(job.get("datasets") or {})
+        con, cache = self._session(limits, need_sql=kind == "sql")
         try:
-            tables = self._cache.load(specs, ring)
+            if kind == "sql":
+                # Warm: views over the held columns; cold: the decrypted Arrow tables.
+                views = cache.views(specs, ring) if cache.keeps else cache.load(specs, ring)
+            else:
+                tables = cache.load(specs, ring)
         finally:
             ring.clear()
             del job
         if kind == "sql":
-            return self._sql(code, tables, limits)
+            return self._sql(con, code, views)
         if prelude is not None:
             # Trusted statements (the R1.5 sample view) in a connection of their own; the
             # job sees only the tables they made, and the key goes with the connection.
@@ -103,13 +125,11 @@ class Agent:
             del prelude
         return self._python(code, tables, holdout)
 
-    def _sql(self, sql: str, tables: dict[str, Any], limits: dict[str, Any]) -> list[bytes]:
+    def _sql(self, con: Any, sql: str, tables: dict[str, Any]) -> list[bytes]:
         from .api import ipc_bytes
-        from .sql import connect, run_sql
+        from .sql import run_sql
 
-        if self._con is None:
-            self._con = connect(limits.get("memory_bytes"), limits.get("threads"))
-        result = run_sql(self._con, sql, tables)
+        result = run_sql(con, sql, tables)
         return [encode_frame(b"T", "result", ipc_bytes(result))]
 
     def _python(
@@ -161,6 +181,7 @@ def serve(stdin: BinaryIO, stdout: BinaryIO, data_root: Path, loop: bool) -> int
         status = EXIT_JOB_FAILED if frames[-1][:1] == b"E" else EXIT_OK
         if not loop:
             return status
+        agent.after_answer()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

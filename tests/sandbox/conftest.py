@@ -20,8 +20,51 @@ import pyarrow.parquet as pq
 import pytest
 
 from enclave.parquet_crypto import encryption_properties
+from sandbox.agent.sql import HELD
 from sandbox.job import JobKind, JobSpec, TableGrant
 from sandbox.limits import SandboxLimits
+
+# Every route a job may try to a column a warm session holds for an earlier job but the job
+# was not granted now (sandbox/agent/sql.py); held tables are __held.main.c0, c1, ….
+HELD_COLUMN_ROUTES = [
+    "SELECT salary FROM people",
+    f"SELECT * FROM {HELD}.main.c0",
+    f"SELECT * FROM {HELD}.c0",
+    f'SELECT * FROM "{HELD}"."main"."c0"',
+    f"FROM {HELD}.main.c0",
+    "SELECT * FROM c0",
+    "SELECT * FROM main.people",
+    "SELECT * FROM temp.people",
+    f"SELECT (SELECT max(v) FROM {HELD}.main.c0)",
+    f"SELECT * FROM people WHERE EXISTS (SELECT 1 FROM {HELD}.main.c0 WHERE v > 0)",
+    f"SELECT region FROM people UNION ALL SELECT CAST(v AS VARCHAR) FROM {HELD}.main.c0",
+    f"SELECT * FROM people POSITIONAL JOIN {HELD}.main.c0",
+    f"SELECT * FROM people, LATERAL (SELECT * FROM {HELD}.main.c0) x",
+    f"WITH people AS (SELECT * FROM {HELD}.main.c0) SELECT * FROM people",
+    "SELECT * FROM (WITH c0 AS (SELECT 1) SELECT * FROM c0), c0",
+    "SELECT * FROM (WITH duckdb_columns AS (SELECT 1) SELECT 1), duckdb_columns",
+    "WITH a AS (SELECT * FROM c0), c0 AS (SELECT 1) SELECT * FROM a",
+    f"SELECT * FROM query_table('{HELD}.main.c0')",
+    f"SELECT * FROM query('SELECT * FROM {HELD}.main.c0')",
+    f"SELECT * FROM pragma_storage_info('{HELD}.main.c0')",  # min/max statistics
+    f"SELECT * FROM pragma_table_info('{HELD}.main.c0')",
+    "SELECT * FROM duckdb_tables()",
+    "SELECT * FROM duckdb_tables",
+    "SELECT * FROM duckdb_columns()",
+    "SELECT * FROM duckdb_views()",
+    "SELECT * FROM duckdb_databases()",
+    "SELECT * FROM information_schema.columns",
+    "SELECT * FROM information_schema.tables",
+    "SELECT * FROM pg_catalog.pg_class",
+    "SELECT * FROM sqlite_master",
+    "DESCRIBE people",
+    f"SUMMARIZE {HELD}.main.c0",
+    "SHOW ALL TABLES",
+    "PIVOT people ON region",
+    "SELECT * FROM people AT (VERSION => 1)",
+    "SELECT * FROM __load",  # the agent's own loading name
+    "EXPLAIN SELECT * FROM people",
+]
 
 DATASET = "ds_test"
 COLUMNS_BY_GRADE = {"low": ["region", "age"], "high": ["salary"]}

@@ -44,7 +44,7 @@ def test_without_the_footer_key_nothing_reads(demo_data: DemoData) -> None:
 def test_a_warm_cache_does_not_serve_columns_to_a_job_without_their_keys(
     demo_data: DemoData,
 ) -> None:
-    cache = TableCache(demo_data.store)
+    cache = TableCache(demo_data.store, connect(held=True))
     spec = {"people": TableSpec("people", demo_data.path, ("salary",))}
     full = KeyRing({k: demo_data.keys[k] for k in demo_data.key_ids_for(["salary"])})
     assert cache.load(spec, full)["people"].num_rows == 1000
@@ -222,7 +222,7 @@ def test_a_warm_cache_serves_a_job_with_the_same_keys_from_memory(
     import secrets
     import shutil
 
-    cache = TableCache(demo_data.store)
+    cache = TableCache(demo_data.store, connect(held=True))
     spec = {"people": TableSpec("people", demo_data.path, ("salary",))}
     ids = demo_data.key_ids_for(["salary"])
     first = cache.load(spec, KeyRing({k: demo_data.keys[k] for k in ids}))

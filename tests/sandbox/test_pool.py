@@ -12,7 +12,7 @@ from sandbox.errors import JobFailed, LimitExceeded, SandboxError
 from sandbox.executor import run_job
 from sandbox.limits import SandboxLimits
 from sandbox.pool import PoolExecutor, WarmPool
-from tests.sandbox.conftest import DemoData, write_demo
+from tests.sandbox.conftest import HELD_COLUMN_ROUTES, DemoData, write_demo
 
 pytestmark = pytest.mark.docker
 
@@ -134,6 +134,33 @@ def test_warm_jobs_reuse_decrypted_tables_and_still_need_their_keys(
     with pytest.raises(JobFailed) as err:
         pool.run(lacking)
     assert err.value.code == "sandbox.data.key_missing"
+
+
+def test_a_warm_job_cannot_read_a_column_an_earlier_job_decrypted(
+    pool: WarmPool, demo_data: DemoData
+) -> None:
+    """The session holds salary (decrypted for job 1, kept as a native table in the agent's
+    DuckDB); job 2 is granted age only and tries every route to salary. All refused, in
+    the real image; job 2 sees its own column, and the session survives."""
+    full = demo_data.spec(
+        "SELECT sum(salary) AS s FROM people",
+        columns=("salary", "age"),  # salary becomes the first held table, c0
+        operator="op",
+        scenario_id="S",
+    )
+    assert pool.run(full).result.to_pylist() == [
+        {"s": pytest.approx(sum(demo_data.table.column("salary").to_pylist()))}
+    ]
+    for sql in HELD_COLUMN_ROUTES:
+        with pytest.raises(JobFailed) as err:
+            pool.run(demo_data.spec(sql, columns=("age",), operator="op", scenario_id="S"))
+        assert err.value.code in {"sandbox.sql.not_allowed", "sandbox.sql.error"}, sql
+    mine = pool.run(
+        demo_data.spec("SELECT * FROM people", columns=("age",), operator="op", scenario_id="S")
+    )
+    assert mine.result.column_names == ["age"]
+    assert mine.result.column("age").to_pylist() == demo_data.table.column("age").to_pylist()
+    assert pool.sessions() == [("op", "S")]
 
 
 def test_destroy_sessions_and_idle_reaping(
