@@ -245,6 +245,10 @@ def submit(
     the access decision with every reason.
     """
     s = _scenario(domain, scenario_id)
+    if kind == "python" and output_mode == "model":
+        from shuyu.model_jobs import check_submission  # imports shuyu.jobs: import it late
+
+        check_submission(code, s)  # a malformed model job is refused now, not queued
     eps, delta = (
         _epsilon_delta(s, epsilon, accuracy) if output_mode == "dp_aggregate" else (None, 0.0)
     )

@@ -103,6 +103,20 @@ def test_a_column_outside_the_scenario_is_refused_with_its_reason_and_charges_no
     assert after.epsilon_left == spent.epsilon_left
 
 
+def test_a_malformed_model_job_is_refused_at_submit_and_queues_nothing(
+    demo_home: Settings,
+) -> None:
+    domain = open_domain(demo_home)
+    operator = domain.identity.get("operator")
+    before = len(jobs.list_jobs(domain, operator, SCENARIO_ID))
+    code = "import os\nshuyu.emit_model('m', model, table='residents', target='income')\n"
+    with pytest.raises(ShuyuError) as exc:
+        jobs.submit(domain, operator, SCENARIO_ID, kind="python", code=code, output_mode="model")
+    assert exc.value.code == "service.model_job_invalid"
+    assert "os" in exc.value.message
+    assert len(jobs.list_jobs(domain, operator, SCENARIO_ID)) == before
+
+
 def test_a_job_whose_sandbox_fails_charges_nothing(demo_home: Settings, tmp_path: Path) -> None:
     domain = open_domain(demo_home)
     ledger = Ledger(domain.audit, domain.keys)
