@@ -39,6 +39,7 @@ __all__ = ["GENESIS", "AuditEntry", "AuditLog", "Verification", "entry_hash"]
 
 GENESIS = "0" * 64
 _PG_AUDIT_LOCK = 0x5348_5559  # "SHUY": the advisory lock id of the audit head
+_HEAD = "shuyu.audit_head"  # (transaction, savepoint, seq, hash) of the last append
 
 
 def _canonical(obj: Any) -> str:
@@ -103,16 +104,28 @@ class AuditLog:
         details: dict[str, Any] | None = None,
     ) -> int:
         """Append one entry inside the caller's transaction; returns its sequence number."""
-        if conn.dialect.name == "postgresql":
-            # Serialise appenders until the caller commits, so a business transaction never
-            # fails because another one took the next sequence number (SQLite already
-            # serialises writers with BEGIN IMMEDIATE).
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
-        head = conn.execute(
-            sa.select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
-        ).first()
-        seq = 1 if head is None else int(head.seq) + 1
-        prev = GENESIS if head is None else str(head.hash)
+        # The transaction (and savepoint, if any) this entry is written in: an entry written
+        # in a savepoint may be rolled back with it, so the head it leaves is trusted only
+        # inside that same savepoint.
+        tx = (conn.get_transaction(), conn.get_nested_transaction())
+        known = conn.info.get(_HEAD)
+        if tx[0] is not None and known is not None and known[0] is tx[0] and known[1] is tx[1]:
+            # This transaction appended the head itself and still holds the appenders'
+            # lock: no one else can have appended since.
+            seq, prev = int(known[2]) + 1, str(known[3])
+        else:
+            if conn.dialect.name == "postgresql":
+                # Serialise appenders until the caller commits, so a business transaction
+                # never fails because another one took the next sequence number (SQLite
+                # already serialises writers with BEGIN IMMEDIATE).
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
+            head = conn.execute(
+                sa.select(audit_log.c.seq, audit_log.c.hash)
+                .order_by(audit_log.c.seq.desc())
+                .limit(1)
+            ).first()
+            seq = 1 if head is None else int(head.seq) + 1
+            prev = GENESIS if head is None else str(head.hash)
         ts = datetime.now(UTC).isoformat(timespec="microseconds")
         det = _canonical(details or {})
         h = entry_hash(seq, ts, actor, action, target, result, det, prev)
@@ -129,6 +142,8 @@ class AuditLog:
                 hash=h,
             )
         )
+        if tx[0] is not None:
+            conn.info[_HEAD] = (*tx, seq, h)
         if seq % self._every == 0:
             self._sign(conn, seq, h)
         return seq

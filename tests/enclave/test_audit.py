@@ -159,3 +159,39 @@ def test_cli_verify_names_the_first_bad_entry_and_export_writes_json_lines(
     res = runner.invoke(app, ["audit", "verify"])
     assert res.exit_code == 2
     assert "first bad entry 3" in res.output
+
+
+def test_many_entries_in_one_transaction_and_a_rolled_back_savepoint_keep_one_chain(
+    any_domain: Domain,
+) -> None:
+    audit = any_domain.audit
+    with any_domain.engine.begin() as conn:
+        first = audit.record(conn, actor="a", action="test.batch", target="1")
+        assert audit.record(conn, actor="a", action="test.batch", target="2") == first + 1
+        with pytest.raises(RuntimeError), conn.begin_nested():
+            audit.record(conn, actor="a", action="test.batch", target="undone")
+            raise RuntimeError("roll the savepoint back")
+        # the undone entry's number is free again: the head is read anew
+        assert audit.record(conn, actor="a", action="test.batch", target="3") == first + 2
+    # another writer appends between two transactions of the same connection
+    other = sa.create_engine(any_domain.engine.url)
+    with other.begin() as conn:
+        conn.execute(
+            audit_log.insert().values(
+                seq=first + 3,
+                ts="x",
+                actor="x",
+                action="x",
+                target="x",
+                result="ok",
+                details="{}",
+                prev_hash="x",
+                hash="x",
+            )
+        )
+    with any_domain.engine.begin() as conn:
+        assert audit.record(conn, actor="a", action="test.batch", target="4") == first + 4
+    other.dispose()
+    with any_domain.engine.begin() as conn:  # drop the forged row; the rest must verify
+        conn.execute(sa.delete(audit_log).where(audit_log.c.seq >= first + 3))
+    assert _verify(any_domain) == (True, None)
