@@ -107,7 +107,7 @@ def check_syntax(con: Any, sql: str, names: frozenset[str]) -> None:
     try:
         raw = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0]
         tree = json.loads(raw)
-    except (duckdb.Error, ValueError, IndexError):
+    except (duckdb.Error, ValueError, IndexError, RecursionError):
         raise AgentError("sql.not_allowed") from None
     if not isinstance(tree, dict) or tree.get("error") is not False:
         raise AgentError("sql.not_allowed")

@@ -256,3 +256,12 @@ def test_the_syntax_check_remembers_only_passes_and_only_so_many() -> None:
     agent_sql.check_syntax(con, "SELECT 1 FROM people", names)
     with pytest.raises(AgentError):
         agent_sql.check_syntax(con, "SELECT 1 FROM people", frozenset({"other"}))
+
+
+def test_a_deeply_nested_statement_is_refused_not_crashed() -> None:
+    con = connect()
+    # DuckDB parses it; its syntax tree is deeper than Python's recursion limit
+    sql = "SELECT * FROM " + "(SELECT * FROM " * 400 + "people" + ") x" * 400
+    with pytest.raises(AgentError) as err:
+        agent_sql.check_syntax(con, sql, frozenset({"people"}))
+    assert err.value.code == "sql.not_allowed"
