@@ -42,6 +42,13 @@ import os
 shuyu.emit_model("m", None)
 """
 
+# passes the submit-time import check; the sandbox's attribute guard refuses it when it runs
+REACHES_CTYPES = """
+import numpy
+numpy.ctypeslib
+shuyu.emit_model("m", None)
+"""
+
 
 @pytest.fixture(scope="module")
 def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Settings:
@@ -75,6 +82,16 @@ def _findings(domain: Domain, job_id: str) -> dict[str, Any]:
     return {f.check: f for f in stored[0].findings}
 
 
+def _why(domain: Domain, view: dict[str, Any]) -> str:
+    """The job's error and the blocking findings, for an assertion message."""
+    with domain.engine.connect() as conn:
+        stored = domain.gate.stored_report(conn, view["id"])
+    blocks = [] if stored is None else [f for f in stored[0].findings if f.severity == "block"]
+    return f"{view['error_code']}: {view['error_message']}; " + "; ".join(
+        f"{f.check}: {f.message}" for f in blocks
+    )
+
+
 def _spent(domain: Domain) -> float:
     scenario = domain.scenarios.get(SCENARIO_ID).scenario
     status = Ledger(domain.audit, domain.keys).status(
@@ -87,7 +104,7 @@ def test_a_logistic_regression_waits_for_two_reviewers_then_releases_with_its_ca
     domain: Domain, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     view = _submit(domain, TRAIN_SCRIPT.read_text(encoding="utf-8"))
-    assert view["state"] == "pending_review", view
+    assert view["state"] == "pending_review", _why(domain, view)
     found = _findings(domain, view["id"])
     membership = found["model.membership_inference"]
     assert membership.severity in ("info", "review")
@@ -141,11 +158,24 @@ def test_a_nearest_neighbours_model_is_refused_for_storing_training_rows(domain:
         assert domain.gate.load_outputs(conn, view["id"]) == []
 
 
-def test_a_script_that_imports_os_fails_with_the_refusal_and_charges_nothing(
+def test_a_script_that_imports_os_is_refused_at_submit_and_nothing_is_queued(
+    domain: Domain,
+) -> None:
+    from shuyu.errors import ServiceError
+
+    operator = domain.identity.get("operator")
+    before = len(jobs.list_jobs(domain, operator))
+    with pytest.raises(ServiceError) as exc:
+        _submit(domain, IMPORTS_OS)
+    assert exc.value.code == "service.model_job_invalid" and "imports os" in exc.value.message
+    assert len(jobs.list_jobs(domain, operator)) == before
+
+
+def test_a_script_the_sandbox_refuses_fails_with_the_refusal_and_charges_nothing(
     domain: Domain,
 ) -> None:
     before = _spent(domain)
-    view = _submit(domain, IMPORTS_OS)
+    view = _submit(domain, REACHES_CTYPES)
     assert view["state"] == "failed"
     assert view["error_code"] == "sandbox.python.not_allowed"
     assert _spent(domain) == before
@@ -229,7 +259,7 @@ def test_a_dp_logistic_regression_is_charged_reviewed_and_released_loadable_with
 ) -> None:
     _dp_scenario(domain, "S-2026-101", total=1.5, per_job=1.0)
     view = _submit_to(domain, "S-2026-101", _dp_job(0.8))
-    assert view["state"] == "pending_review", (view["error_code"], view["error_message"])
+    assert view["state"] == "pending_review", _why(domain, view)
     found = _findings(domain, view["id"])
     assert "model.dp_required" not in found
     assert found["model.dp_epsilon"].severity == "info"
@@ -264,7 +294,7 @@ def test_a_plain_scikit_learn_model_under_a_dp_scenario_is_refused_and_charges_n
 ) -> None:
     _dp_scenario(domain, "S-2026-102", total=1.5, per_job=1.0)
     view = _submit_to(domain, "S-2026-102", TRAIN_SCRIPT.read_text(encoding="utf-8"))
-    assert view["state"] == "refused", (view["error_code"], view["error_message"])
+    assert view["state"] == "refused", _why(domain, view)
     finding = _findings(domain, view["id"])["model.dp_required"]
     assert finding.severity == "block"
     assert "LogisticRegression" in finding.message
@@ -278,7 +308,7 @@ def test_a_dp_model_over_the_per_job_epsilon_is_refused_and_charges_nothing(
 ) -> None:
     _dp_scenario(domain, "S-2026-103", total=3.0, per_job=1.0)
     view = _submit_to(domain, "S-2026-103", _dp_job(1.5))
-    assert view["state"] == "refused", (view["error_code"], view["error_message"])
+    assert view["state"] == "refused", _why(domain, view)
     assert _findings(domain, view["id"])["model.dp_epsilon"].severity == "block"
     assert _charges(domain, "S-2026-103") == []
 
@@ -300,7 +330,7 @@ def test_a_dp_model_the_budget_cannot_pay_for_fails_and_charges_nothing(domain: 
             budget=Budget.of(scenario.privacy_budget),
         )
     view = _submit_to(domain, "S-2026-104", _dp_job(0.8))
-    assert view["state"] == "failed", (view["error_code"], view["error_message"])
+    assert view["state"] == "failed", _why(domain, view)
     assert view["error_code"] == "egress.budget_exhausted"
     assert _charges(domain, "S-2026-104") == [("J-earlier", 0.6)]
     with domain.engine.connect() as conn:  # the gate's transaction rolled back whole
