@@ -51,10 +51,12 @@ def _prelude(key: bytes, rate: float = 1.0) -> Prelude:
     return Prelude(statements, {"people": view.name})
 
 
-def _run(demo: DemoData, code: str, kind: str = "python", **extra: Any) -> list[Frame]:
+def _run(
+    demo: DemoData, code: str, kind: str = "python", keep: bool = False, **extra: Any
+) -> list[Frame]:
     spec = demo.spec(code, kind=kind, columns=("region", "age", "salary"), **extra)  # type: ignore[arg-type]
     line = bytes(spec.job_line(SandboxLimits()))
-    return FrameReader(10**8).feed(b"".join(Agent(demo.store, keep_tables=False).handle(line)))
+    return FrameReader(10**8).feed(b"".join(Agent(demo.store, keep_tables=keep).handle(line)))
 
 
 def _metrics(frames: list[Frame]) -> dict[str, float]:
@@ -62,8 +64,10 @@ def _metrics(frames: list[Frame]) -> dict[str, float]:
     return {f.name: json.loads(f.payload) for f in frames if f.kind == "metric"}
 
 
-def test_a_python_job_sees_only_the_desensitized_sample(demo_data: DemoData) -> None:
-    frames = _run(demo_data, SEE, prelude=_prelude(secrets.token_bytes(32)))
+@pytest.mark.parametrize("keep", [False, True], ids=["cold", "warm"])
+def test_a_python_job_sees_only_the_desensitized_sample(demo_data: DemoData, keep: bool) -> None:
+    # warm: the prelude runs over Arrow tables exported from the session's held columns
+    frames = _run(demo_data, SEE, keep=keep, prelude=_prelude(secrets.token_bytes(32)))
     metrics = _metrics(frames)
     assert metrics["rows"] == demo_data.table.num_rows  # rate 1: everyone, desensitized
     assert metrics["region_chars"] == 64  # pseudonymized: HMAC-SHA256 hex, not "north"
