@@ -62,6 +62,7 @@ from shuyu.errors import ServiceError
 __all__ = [
     "HOLDOUT_FRACTION",
     "HOLDOUT_SALT_VAR",
+    "UNIT_COLUMN",
     "HoldoutSplit",
     "ModelCharge",
     "ModelDeclaration",
@@ -274,6 +275,8 @@ def holdout_mask(num_rows: int, fraction: float, seed: int) -> np.ndarray[Any, n
 #: DuckDB variable holding this run's holdout salt while the split is made.
 HOLDOUT_SALT_VAR = "shuyu_holdout_salt"
 _HELD = "__shuyu_held_out"
+#: The trusted worker's per-row unit digest (never in the sandbox's tables).
+UNIT_COLUMN = "__shuyu_unit"
 _HOLDOUT_BITS = 32
 
 
@@ -292,7 +295,11 @@ class HoldoutSplit:
 
     train: str
     holdout: str
+    #: what the sandbox's prelude runs: the two tables have the view's columns only
     statements: tuple[tuple[str, tuple[bytes, ...]], ...] = field(repr=False)
+    #: what the trusted worker runs: the same rows in the same order, plus a salted digest
+    #: of each row's unit (:data:`UNIT_COLUMN`), so the attacks can count persons
+    trusted_statements: tuple[tuple[str, tuple[bytes, ...]], ...] = field(repr=False)
 
 
 def unit_sql(rec: DatasetRecord, readable: Sequence[str]) -> str:
@@ -326,26 +333,30 @@ def holdout_split(
     split = quote_ident(f"{view.name}__split")
     train, hold = f"{view.name}__train", f"{view.name}__holdout"
     flag = quote_ident(_HELD)
-    labelled = f"SELECT {held} AS {flag}, " + view.select_sql[len("SELECT ") :]
-    statements: list[tuple[str, tuple[bytes, ...]]] = [
-        *((sql, tuple(params)) for sql, params in view.setup(key)),
-        (f"SET VARIABLE {HOLDOUT_SALT_VAR} = ?", (salt,)),
-        (f"CREATE OR REPLACE TABLE {split} AS {labelled}", ()),
-        *((sql, ()) for sql in view.teardown),
-        (f"RESET VARIABLE {HOLDOUT_SALT_VAR}", ()),
-        (
-            f"CREATE OR REPLACE TABLE {quote_ident(train)} AS "  # noqa: S608 - quoted names
-            f"SELECT * EXCLUDE ({flag}) FROM {split} WHERE NOT {flag}",
-            (),
-        ),
-        (
-            f"CREATE OR REPLACE TABLE {quote_ident(hold)} AS "  # noqa: S608 - quoted names
-            f"SELECT * EXCLUDE ({flag}) FROM {split} WHERE {flag}",
-            (),
-        ),
-        (f"DROP TABLE {split}", ()),
-    ]
-    return HoldoutSplit(train, hold, tuple(statements))
+
+    def make(with_unit: bool) -> tuple[tuple[str, tuple[bytes, ...]], ...]:
+        extra = f"{digest} AS {quote_ident(UNIT_COLUMN)}, " if with_unit else ""
+        labelled = f"SELECT {held} AS {flag}, {extra}" + view.select_sql[len("SELECT ") :]
+        return (
+            *((sql, tuple(params)) for sql, params in view.setup(key)),
+            (f"SET VARIABLE {HOLDOUT_SALT_VAR} = ?", (salt,)),
+            (f"CREATE OR REPLACE TABLE {split} AS {labelled}", ()),
+            *((sql, ()) for sql in view.teardown),
+            (f"RESET VARIABLE {HOLDOUT_SALT_VAR}", ()),
+            (
+                f"CREATE OR REPLACE TABLE {quote_ident(train)} AS "  # noqa: S608 - quoted names
+                f"SELECT * EXCLUDE ({flag}) FROM {split} WHERE NOT {flag}",
+                (),
+            ),
+            (
+                f"CREATE OR REPLACE TABLE {quote_ident(hold)} AS "  # noqa: S608 - quoted names
+                f"SELECT * EXCLUDE ({flag}) FROM {split} WHERE {flag}",
+                (),
+            ),
+            (f"DROP TABLE {split}", ()),
+        )
+
+    return HoldoutSplit(train, hold, make(False), make(True))
 
 
 # --- the sample view ---------------------------------------------------------------------
@@ -419,20 +430,26 @@ def _trusted_sample(
     columns: Sequence[str],
     split: HoldoutSplit,
     target: str | None,
-) -> tuple[pa.Table, np.ndarray[Any, Any] | None, np.ndarray[Any, np.dtype[np.bool_]]]:
+) -> tuple[
+    pa.Table,
+    np.ndarray[Any, Any] | None,
+    np.ndarray[Any, np.dtype[np.bool_]],
+    np.ndarray[Any, Any],
+]:
     """The sample the sandbox built, rebuilt by trusted code with the same split: its
-    training rows then its held-out rows, the target over them, and the held-out mask."""
+    training rows then its held-out rows, the target over them, the held-out mask, and each
+    row's unit digest (for the attacks; it never reaches the model or the sandbox)."""
     raw = domain.store.open_dataset_for_trusted_read(rec.name, version=rec.version, columns=columns)
     con = duckdb.connect(":memory:", config={"enable_external_access": False})
     try:
         con.register(rec.name, raw)
-        for sql, params in split.statements:
+        for sql, params in split.trusted_statements:
             con.execute(sql, list(params))
         sides = [quote_ident(split.train), quote_ident(split.holdout)]
         tables = [con.sql(f"SELECT * FROM {s}").to_arrow_table() for s in sides]  # noqa: S608
         y = None
         if target is not None:
-            expr = target_sql(target, tables[0].column_names)
+            expr = target_sql(target, [c for c in tables[0].column_names if c != UNIT_COLUMN])
             parts = [
                 con.sql(f"SELECT ({expr}) AS y FROM {s}").to_arrow_table()  # noqa: S608
                 for s in sides
@@ -441,7 +458,9 @@ def _trusted_sample(
         mask = np.concatenate(
             [np.zeros(tables[0].num_rows, dtype=bool), np.ones(tables[1].num_rows, dtype=bool)]
         )
-        return pa.concat_tables(tables), y, mask
+        both = pa.concat_tables(tables)
+        units = both.column(UNIT_COLUMN).to_numpy(zero_copy_only=False)
+        return both.drop_columns([UNIT_COLUMN]), y, mask, units
     finally:
         con.close()
 
@@ -499,6 +518,7 @@ def _check(
     sample: pa.Table,
     y: np.ndarray[Any, Any] | None,
     mask: np.ndarray[Any, np.dtype[np.bool_]],
+    units: np.ndarray[Any, Any] | None = None,
 ) -> tuple[list[Finding], ModelCard, float | None]:
     """Every model check on the emitted model; a model they cannot examine is blocked.
 
@@ -547,7 +567,14 @@ def _check(
     )
     try:
         report = check_loaded_model(
-            model, train, holdout, _identifier_values(rec, sample), thresholds, blob=blob
+            model,
+            train,
+            holdout,
+            _identifier_values(rec, sample),
+            thresholds,
+            blob=blob,
+            train_units=None if units is None else units[keep],
+            holdout_units=None if units is None else units[mask],
         )
     except Exception as exc:  # a check that cannot run on this model must not wave it through
         log.warning("model checks failed on job %s: %s", job.id, type(exc).__name__)
@@ -672,9 +699,9 @@ def run_model_job(
     blob = out.models[decl.name]
     with domain.engine.begin() as conn:
         transition(conn, domain.audit, job.id, "computed", actor="system")
-    sample, y, mask = _trusted_sample(domain, rec, columns[decl.table], split, decl.target)
-    findings, card, dp_epsilon = _check(domain, scenario, job, rec, blob, sample, y, mask)
-    del sample, y
+    sample, y, mask, units = _trusted_sample(domain, rec, columns[decl.table], split, decl.target)
+    findings, card, dp_epsilon = _check(domain, scenario, job, rec, blob, sample, y, mask, units)
+    del sample, y, units
     charge = None
     if scenario.models.dp_training and dp_epsilon is not None:
         charge = ModelCharge(job.scenario_id, job.id, model_sha256(blob), dp_epsilon)

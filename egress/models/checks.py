@@ -113,8 +113,14 @@ def check_loaded_model(
     thresholds: ModelThresholds,
     *,
     blob: bytes = b"",
+    train_units: Any | None = None,
+    holdout_units: Any | None = None,
 ) -> ModelCheckReport:
-    """All checks on a model already loaded through :func:`load_model_safely`."""
+    """All checks on a model already loaded through :func:`load_model_safely`.
+
+    ``train_units`` / ``holdout_units`` (arrays, one privacy unit per row) make the
+    membership attacks compare persons rather than rows.
+    """
     timings: dict[str, float] = {}
     findings: list[ModelFinding] = []
 
@@ -154,7 +160,9 @@ def check_loaded_model(
     timed("refit", t)
 
     t = time.perf_counter()
-    membership_findings, attacks = check_membership(model, train, holdout, thresholds)
+    membership_findings, attacks = check_membership(
+        model, train, holdout, thresholds, train_units=train_units, holdout_units=holdout_units
+    )
     findings += membership_findings
     timed("membership", t)
 

@@ -140,23 +140,63 @@ def _sample(n: int, k: int, rng: np.random.Generator) -> np.ndarray[Any, np.dtyp
     return np.sort(rng.choice(n, size=min(n, k), replace=False)).astype(np.intp)
 
 
+Units = np.ndarray[Any, Any]
+
+
+def _first_rows(n: int, units: Units | None) -> np.ndarray[Any, np.dtype[np.intp]]:
+    """One row per unit (its first), or every row when rows are not grouped."""
+    if units is None:
+        return np.arange(n, dtype=np.intp)
+    _, first = np.unique(np.asarray(units), return_index=True)
+    return np.sort(first).astype(np.intp)
+
+
+def _unit_count(n: int, units: Units | None) -> int:
+    return n if units is None else len(np.unique(np.asarray(units)))
+
+
+def _rows_of(units: Units | None, chosen: np.ndarray[Any, np.dtype[np.intp]], n: int) -> Any:
+    """Every row of the units whose first rows are ``chosen`` (the rows themselves if none)."""
+    if units is None:
+        return np.sort(chosen)
+    keep = np.isin(np.asarray(units), np.asarray(units)[chosen])
+    return np.flatnonzero(keep).astype(np.intp)
+
+
 def run_attacks(
-    model: Any, train: ModelData, holdout: ModelData, thresholds: ModelThresholds
+    model: Any,
+    train: ModelData,
+    holdout: ModelData,
+    thresholds: ModelThresholds,
+    *,
+    train_units: Units | None = None,
+    holdout_units: Units | None = None,
 ) -> list[AttackResult]:
-    """Run both attacks; the shadow attack only when the holdout can be split in two."""
+    """Run both attacks; the shadow attack only when the holdout can be split in two.
+
+    With ``train_units`` / ``holdout_units`` (the privacy unit of each row), members and
+    non-members are *persons*: one row each. A person's rows are copies of one another for
+    a model of person-level columns, and counting them as independent draws would make the
+    noise floor (which assumes independent samples) too low. The shadow model trains on
+    every row of half the held-out persons, as the real model trained on every row of its
+    persons.
+    """
     rng = np.random.default_rng(thresholds.seed)
-    members = train.take(_sample(len(train), thresholds.attack_max_rows, rng))
-    others = holdout.take(_sample(len(holdout), thresholds.attack_max_rows, rng))
+    member_rows = _first_rows(len(train), train_units)
+    other_rows = _first_rows(len(holdout), holdout_units)
+    members = train.take(member_rows[_sample(len(member_rows), thresholds.attack_max_rows, rng)])
+    others = holdout.take(other_rows[_sample(len(other_rows), thresholds.attack_max_rows, rng)])
     loss_in, feats_in = _features(model, members)
     loss_out, feats_out = _features(model, others)
     results = [_score("loss_threshold", -loss_in, -loss_out)]
-    if len(holdout) >= 4 * _MIN_ROWS_PER_SIDE:
-        order = rng.permutation(len(holdout)).astype(np.intp)
+    if len(other_rows) >= 4 * _MIN_ROWS_PER_SIDE:
+        order = other_rows[rng.permutation(len(other_rows))]
         half = len(order) // 2
-        shadow_in, shadow_out = holdout.take(order[:half]), holdout.take(order[half:])
+        in_first, out_first = np.sort(order[:half]), np.sort(order[half:])
+        shadow_in = holdout.take(_rows_of(holdout_units, in_first, len(holdout)))
         shadow = fit_like_training(clone(model), shadow_in)
-        _, s_in = _features(shadow, shadow_in)
-        _, s_out = _features(shadow, shadow_out)
+        _, s_in = _features(shadow, holdout.take(in_first))
+        _, s_out = _features(shadow, holdout.take(out_first))
         # A linear attack on (loss, top probabilities, entropy): these features already
         # separate members by confidence; a deeper attack model adds cost, not insight.
         attack = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
@@ -170,22 +210,42 @@ def run_attacks(
 
 
 def check_membership(
-    model: Any, train: ModelData, holdout: ModelData, thresholds: ModelThresholds
+    model: Any,
+    train: ModelData,
+    holdout: ModelData,
+    thresholds: ModelThresholds,
+    *,
+    train_units: Units | None = None,
+    holdout_units: Units | None = None,
 ) -> tuple[list[ModelFinding], list[AttackResult]]:
-    """Block above the limit (when above the noise floor), review near it or when unsure."""
+    """Block above the limit (when above the noise floor), review near it or when unsure.
+
+    ``train_units`` / ``holdout_units``: the privacy unit of each row; see :func:`run_attacks`.
+    """
     limit = thresholds.max_membership_advantage
-    if min(len(train), len(holdout)) < _MIN_ROWS_PER_SIDE:
+    n_train, n_holdout = (
+        _unit_count(len(train), train_units),
+        _unit_count(len(holdout), holdout_units),
+    )
+    if min(n_train, n_holdout) < _MIN_ROWS_PER_SIDE:
         return [
             ModelFinding(
                 check="model.membership_inference",
                 severity="review",
-                evidence=f"too few rows to attack (training {len(train)}, holdout "
-                f"{len(holdout)}; need {_MIN_ROWS_PER_SIDE} each)",
+                evidence=f"too few rows to attack (training {n_train}, holdout "
+                f"{n_holdout}; need {_MIN_ROWS_PER_SIDE} each)",
                 fix="provide a holdout of at least a few hundred rows the model never saw",
             )
         ], []
     try:
-        results = run_attacks(model, train, holdout, thresholds)
+        results = run_attacks(
+            model,
+            train,
+            holdout,
+            thresholds,
+            train_units=train_units,
+            holdout_units=holdout_units,
+        )
     except Exception as exc:  # the message may quote data: keep only the type
         return [
             ModelFinding(

@@ -130,3 +130,49 @@ def test_without_a_unit_each_row_is_its_own_unit() -> None:
         )
     )
     assert unit_sql(no_ids, ["visits"]) == "concat_ws('|', CAST(\"visits\" AS VARCHAR))"  # type: ignore[arg-type]
+
+
+def test_the_worker_gets_the_same_rows_plus_a_digest_per_person() -> None:
+    from shuyu.model_jobs import UNIT_COLUMN
+
+    raw = _people()
+    split = _split(b"d" * 16)
+    train, hold, _ = _run(split, raw)
+    con = duckdb.connect(":memory:")
+    con.register("visits", raw)
+    for sql, params in split.trusted_statements:
+        con.execute(sql, list(params))
+    trusted = con.sql(f'SELECT * FROM "{split.train}"').to_arrow_table()
+    assert trusted.drop_columns([UNIT_COLUMN]).equals(train)  # same rows, same order
+    assert UNIT_COLUMN not in train.column_names  # the sandbox's table has no digest
+    pairs = set(zip(trusted.column("pid").to_pylist(), trusted.column(UNIT_COLUMN).to_pylist()))
+    assert len(pairs) == len({p for p, _ in pairs}) == len({u for _, u in pairs})
+    assert hold.num_rows > 0
+
+
+def test_the_attacks_count_persons_not_rows() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from egress.models import ModelData, ModelThresholds
+    from egress.models.membership import run_attacks
+
+    rng = np.random.default_rng(2)
+    persons = rng.normal(size=(400, 2))
+    copies = rng.integers(1, 5, size=400)
+    rows = np.repeat(np.arange(400), copies)  # each person's rows are copies of one another
+    x, y = persons[rows], (persons[rows, 0] > 0).astype(int)
+    train_rows, hold_rows = rows < 300, rows >= 300
+    train, holdout = ModelData(x[train_rows], y[train_rows]), ModelData(x[hold_rows], y[hold_rows])
+    model = LogisticRegression().fit(train.features, train.target)
+    by_person = run_attacks(
+        model,
+        train,
+        holdout,
+        ModelThresholds(),
+        train_units=rows[train_rows],
+        holdout_units=rows[hold_rows],
+    )
+    by_row = run_attacks(model, train, holdout, ModelThresholds())
+    assert {(r.members, r.non_members) for r in by_person} == {(300, 100)}
+    assert by_row[0].members == int(train_rows.sum()) > 300
+    assert by_person[0].noise_floor > by_row[0].noise_floor  # fewer, independent draws
