@@ -129,12 +129,12 @@ class SandboxStream:
                 return out
             if self.eof:
                 return b""
-            self._sock.settimeout(max(timeout_s, 0.001))
             try:
+                self._sock.settimeout(max(timeout_s, 0.001))
                 chunk = self._sock.recv(1 << 16)
             except TimeoutError:
                 raise
-            except OSError:
+            except OSError:  # reset, or closed under us (the sandbox was destroyed): EOF
                 chunk = b""
             if not chunk:
                 self.eof = True

@@ -69,6 +69,7 @@ class WarmSandbox:
     jobs: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     dead: bool = False
+    closed: bool = False  # destroyed because its scenario closed: no successor for its jobs
 
     def run(self, spec: JobSpec, limits: SandboxLimits, store: Path) -> tuple[list[Any], int]:
         """Send one job and read its answer: (frames, bytes), or the job's SandboxError."""
@@ -284,17 +285,31 @@ class WarmPool:
             self._destroy(warm)
 
     def run(self, spec: JobSpec) -> Any:
-        """Run one job in its (operator, scenario) session; a validated JobOutput."""
-        warm = self.acquire(spec.operator, spec.scenario_id)
-        with warm.lock:
-            try:
-                frames, size = warm.run(spec, self._limits, self._store)
-            except SandboxError:
-                warm.dead = True
-                raise
-            finally:
-                self.release(warm)
-        return to_output(frames, spec.kind, size)
+        """Run one job in its (operator, scenario) session; a validated JobOutput.
+
+        Jobs of one session take turns on its lock. A job that waited while the job before
+        it killed the session (a limit, a protocol fault) takes the session's successor.
+        """
+        while True:
+            warm = self.acquire(spec.operator, spec.scenario_id)
+            with warm.lock:
+                if warm.dead and warm.closed:
+                    raise SandboxError(
+                        "the warm session was closed while this job waited for it",
+                        code="sandbox.session_closed",
+                        kind="conflict",
+                        hint="its scenario was suspended, revoked or expired; the job did not run",
+                    )
+                if warm.dead:  # destroyed while this job waited for it (a limit, a fault)
+                    continue
+                try:
+                    frames, size = warm.run(spec, self._limits, self._store)
+                except SandboxError:
+                    warm.dead = True
+                    raise
+                finally:
+                    self.release(warm)
+            return to_output(frames, spec.kind, size)
 
     def destroy_sessions(self, scenario_id: str) -> int:
         """Destroy every session of a scenario (suspended, revoked, expired); how many."""
@@ -302,6 +317,7 @@ class WarmPool:
             keys = [k for k in self._sessions if k[1] == scenario_id]
             doomed = [self._sessions.pop(k) for k in keys]
         for warm in doomed:
+            warm.closed = True
             self._destroy(warm)
         return len(doomed)
 

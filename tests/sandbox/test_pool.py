@@ -207,3 +207,43 @@ def test_size_zero_disables_the_pool(
     with pytest.raises(SandboxError) as err:
         p.acquire("", "S")
     assert err.value.code == "sandbox.session_owner"
+
+
+def _hand_out_first(pool: WarmPool, monkeypatch: pytest.MonkeyPatch, stale: Any) -> None:
+    """The next acquire returns ``stale``: as for a job that took the session and then
+    waited on its lock while it was destroyed."""
+    real = pool.acquire
+    handed: list[Any] = []
+
+    def acquire(operator: str, scenario_id: str) -> Any:
+        if not handed:
+            handed.append(stale)
+            return stale
+        return real(operator, scenario_id)
+
+    monkeypatch.setattr(pool, "acquire", acquire)
+
+
+def test_a_job_that_waited_on_a_session_killed_meanwhile_runs_on_its_successor(
+    pool: WarmPool, demo_data: DemoData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = demo_data.spec("SELECT count(*) AS n FROM people", operator="op-w", scenario_id="S-w")
+    stale = pool.acquire("op-w", "S-w")
+    stale.dead = True
+    pool.release(stale)  # destroyed, as after the job before it hit a limit
+    _hand_out_first(pool, monkeypatch, stale)
+    assert pool.run(spec).result.to_pylist() == [{"n": 1000}]
+    assert pool.sessions() == [("op-w", "S-w")]
+
+
+def test_a_job_that_waited_on_a_session_of_a_closed_scenario_does_not_run(
+    pool: WarmPool, demo_data: DemoData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = demo_data.spec("SELECT count(*) AS n FROM people", operator="op-c", scenario_id="S-c")
+    stale = pool.acquire("op-c", "S-c")
+    assert pool.destroy_sessions("S-c") == 1  # the scenario was suspended
+    _hand_out_first(pool, monkeypatch, stale)
+    with pytest.raises(SandboxError) as exc:
+        pool.run(spec)
+    assert exc.value.code == "sandbox.session_closed"
+    assert pool.sessions() == []
