@@ -265,10 +265,20 @@ class WarmPool:
                 self._sessions[key] = warm
                 took_idle = True
         if warm is None:
-            warm = self._spawn()
-            warm.owner = key
+            fresh = self._spawn()
+            spare: WarmSandbox | None = None
             with self._lock:
-                self._sessions[key] = warm
+                warm = self._sessions.get(key)  # another job of this key may have won
+                if warm is None:
+                    warm = fresh
+                    warm.owner = key
+                    self._sessions[key] = warm
+                elif len(self._idle) < self._size:
+                    self._idle.append(fresh)  # unbound and clean: keep it ready
+                else:
+                    spare = fresh
+            if spare is not None:
+                self._destroy(spare)
         if took_idle:
             self._refill_later()
         assert warm.owner == key  # a session never serves anyone else

@@ -247,3 +247,34 @@ def test_a_job_that_waited_on_a_session_of_a_closed_scenario_does_not_run(
         pool.run(spec)
     assert exc.value.code == "sandbox.session_closed"
     assert pool.sessions() == []
+
+
+def test_two_jobs_starting_one_session_at_once_share_it_and_leak_no_container(
+    pool: WarmPool, docker_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    real_spawn = pool._spawn
+
+    def slow_spawn() -> Any:
+        time.sleep(0.3)  # both jobs are past the session lookup before either registers
+        return real_spawn()
+
+    monkeypatch.setattr(pool, "_spawn", slow_spawn)
+    monkeypatch.setattr(pool, "_refill_later", lambda: None)
+    with pool._lock:  # no idle sandbox: both jobs must start one
+        idle, pool._idle = pool._idle, []
+    got: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: got.append(pool.acquire("op-t", "S-t"))) for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    with pool._lock:
+        pool._idle.extend(idle)
+    assert len(got) == 2 and got[0] is got[1]
+    mine = {"label": f"org.shuyu.pool={pool.pool_id}"}
+    running = docker_client.containers.list(all=True, filters=mine)
+    assert len(running) == len(pool.sessions()) + pool.idle_count
