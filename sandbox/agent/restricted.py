@@ -89,6 +89,9 @@ DENIED_ATTRIBUTES: frozenset[str] = frozenset(
         "format_map",
         "mro", "gi_frame", "gi_code", "f_back", "f_globals", "f_locals", "f_builtins",
         "tb_frame", "cr_frame", "ag_frame",
+        # numpy's global generator: a fixed seed lets a job know the noise of a DP model
+        # that draws from it (diffprivlib does); estimators take random_state= instead
+        "seed", "set_state", "get_state",
     }
 )  # fmt: skip
 

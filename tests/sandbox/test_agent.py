@@ -175,6 +175,10 @@ def test_a_python_job_can_compute_and_emit_table_metric_and_model() -> None:
         ("import operator\nf = operator.attrgetter('__class__')", "python.not_allowed"),
         ("from operator import attrgetter", "python.not_allowed"),
         ("import os", "python.not_allowed"),
+        # fixing numpy's global generator would let the operator know a DP model's noise
+        ("import numpy as np\nnp.random.seed(1)", "python.not_allowed"),
+        ("from numpy.random import seed", "python.not_allowed"),
+        ("import numpy as np\nnp.random.set_state(np.random.get_state())", "python.not_allowed"),
         ("import subprocess", "python.not_allowed"),
         ("import pandas\npandas.read_csv('/etc/passwd')", "python.not_allowed"),
         ("import pandas\nx = pandas.io", "python.not_allowed"),
