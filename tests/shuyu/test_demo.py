@@ -25,10 +25,11 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     settings = Settings(home=tmp_path_factory.mktemp("demo") / "home", warm_pool_size=0)
     lines: list[str] = []
-    # 100,000 rows: the model step's 10% sample must be big enough for the membership
-    # attack to tell a leak from chance (below ~50,000 rows its noise floor passes the
-    # scenario's 0.05 limit, and a clean model is refused in several runs out of a hundred)
-    result = run_demo(settings, rows=100_000, say=lines.append)
+    # 200,000 rows: the model step's 10% sample must be big enough for the membership
+    # attack to tell a leak from chance. The attack counts persons, not rows, so at
+    # 100,000 rows its noise floor (~0.048) sits at the scenario's 0.05 limit and a clean
+    # model would be refused in a few runs out of a hundred; at 200,000 it is ~0.034.
+    result = run_demo(settings, rows=200_000, say=lines.append)
     assert result.audit_ok, "\n".join(lines)
     assert {v["state"] for v in result.jobs.values()} == {"pending_review"}, "\n".join(lines)
     return settings
