@@ -476,7 +476,7 @@ def section(cells: list[Cell], args: argparse.Namespace, load: tuple[float, floa
         "queries round-robin on the plaintext Parquet that `shuyu.synthetic.write_demo_data` "
         "wrote. shuyu: N threads, a `shuyu.client.Client` each, through `shuyu serve` (a "
         "subprocess on loopback): `submit_sql(..., epsilon=ε)` as `dp_aggregate`, `wait()` "
-        "(the job's event stream, which looks at the job every 0.5 s), then `result()` — "
+        "(the job's event stream, woken when a change to the job commits), then `result()` — "
         "latency is submit → answer downloaded. Domain built like the demo's (people, "
         "`residents` imported encrypted, its scenario, the approved data request), with the "
         "scenario's `auto_release_clean_dp: true` (a clean DP answer releases without a "
@@ -494,7 +494,7 @@ def section(cells: list[Cell], args: argparse.Namespace, load: tuple[float, floa
         )
         + ". Server settings: `SHUYU_WARM_POOL_SIZE=1`, `SHUYU_SANDBOX_CPUS` = the machine's "
         "cores (DuckDB gets them too), `SHUYU_RATE_PER_TOKEN_PER_MIN` lifted (the SDK makes "
-        "about four requests per answer, and one token drives all clients), "
+        "three requests per answer, and one token drives all clients), "
         "`SHUYU_MAX_CONCURRENT_JOBS_PER_SCENARIO` = 2 × clients (the default 4 answers the "
         "5th job in flight with 429).",
         "",

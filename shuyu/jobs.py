@@ -38,7 +38,7 @@ from egress.errors import BudgetExhausted, QueryRefused
 from egress.ledger import Budget, Ledger
 from enclave.errors import EnclaveError
 from enclave.identity import User
-from enclave.jobstore import Job, create_job, get_job, transition
+from enclave.jobstore import Job, JobStateError, create_job, get_job, transition
 from enclave.jobstore import list_jobs as _list_jobs
 from enclave.jobwatch import RUNNABLE
 from enclave.key_release import KeyReleaseService, ReleaseClaims
@@ -497,19 +497,37 @@ def run_job(domain: Domain, job_id: str) -> dict[str, Any]:
         job = get_job(conn, job_id)
     if job.state != "authorized":
         return job.view()
+    claim = _Claim()
     try:
-        decided = _decide_again(domain, job)
+        decided = _decide_again(domain, job, claim)
         if decided is None:
             with domain.engine.connect() as conn:
                 return get_job(conn, job_id).view()
         _run(domain, *decided)
     except ShuyuError as exc:
-        _fail(domain, job_id, exc)
+        # Fail only a job this runner holds (or one nobody has taken yet): a runner of
+        # another process may be running it.
+        if claim.held or _still(domain, job_id, "authorized"):
+            _fail(domain, job_id, exc)
     with domain.engine.connect() as conn:
         return get_job(conn, job_id).view()
 
 
-def _decide_again(domain: Domain, job: Job) -> tuple[Job, Scenario, _Prepared] | None:
+@dataclass
+class _Claim:
+    """Whether this runner won the job's compare-and-set to `running`."""
+
+    held: bool = False
+
+
+def _still(domain: Domain, job_id: str, state: str) -> bool:
+    with domain.engine.connect() as conn:
+        return get_job(conn, job_id).state == state
+
+
+def _decide_again(
+    domain: Domain, job: Job, claim: _Claim
+) -> tuple[Job, Scenario, _Prepared] | None:
     """Claim the job and decide once more just before the run (audited); None when another
     runner took the job or it is now refused.
 
@@ -532,7 +550,11 @@ def _decide_again(domain: Domain, job: Job) -> tuple[Job, Scenario, _Prepared] |
         float(params.get("delta") or 0.0),
     )
     with domain.engine.begin() as conn:
-        if not transition(conn, domain.audit, job.id, "running", actor="system"):
+        try:
+            claim.held = transition(conn, domain.audit, job.id, "running", actor="system")
+        except JobStateError:  # another runner took it and has moved it on
+            claim.held = False
+        if not claim.held:
             return None
         decision = domain.access.decide_job(
             job.submitter, job.scenario_id, access, job_id=job.id, conn=conn

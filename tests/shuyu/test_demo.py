@@ -118,6 +118,29 @@ def test_a_malformed_model_job_is_refused_at_submit_and_queues_nothing(
     assert len(jobs.list_jobs(domain, operator, SCENARIO_ID)) == before
 
 
+def test_a_runner_that_lost_a_job_to_another_process_leaves_it_alone(
+    demo_home: Settings,
+) -> None:
+    # Runner B read the job while it was authorized; runner A (another process) then took
+    # it through to review. B's claim must fail quietly, not fail A's job.
+    view = _submit(
+        demo_home,
+        "SELECT district, COUNT(*) AS n FROM residents GROUP BY district",
+        epsilon=0.21,
+        run=False,
+    )
+    domain = open_domain(demo_home)
+    with domain.engine.connect() as conn:
+        stale = get_job(conn, view["id"])
+    assert stale.state == "authorized"
+    assert jobs.run_job(domain, view["id"])["state"] == "pending_review"  # runner A
+    claim = jobs._Claim()
+    assert jobs._decide_again(domain, stale, claim) is None  # runner B
+    assert claim.held is False
+    with domain.engine.connect() as conn:
+        assert get_job(conn, view["id"]).state == "pending_review"
+
+
 def test_a_job_whose_sandbox_fails_charges_nothing(demo_home: Settings, tmp_path: Path) -> None:
     domain = open_domain(demo_home)
     ledger = Ledger(domain.audit, domain.keys)
