@@ -479,34 +479,7 @@ class Ledger:
         status = _status(scenario_id, spent, budget)
         self._check_fits(scenario_id, status, spent, cost, budget)
         now = datetime.now(UTC)
-        after = spent.plus(cost)
-        conn.execute(
-            dp_budgets.update()
-            .where(dp_budgets.c.scenario_id == scenario_id)
-            .values(
-                epsilon_total=budget.epsilon,
-                delta_total=budget.delta,
-                rho_spent=after.rho,
-                delta_approx_spent=after.delta_approx,
-                epsilon_basic_spent=after.epsilon_basic,
-                delta_basic_spent=after.delta_basic,
-                charges=after.charges,
-                updated_at=now,
-            )
-        )
-        conn.execute(
-            dp_charges.insert().values(
-                scenario_id=scenario_id,
-                job_id=job_id,
-                query_key=compiled.query_key,
-                epsilon=cost.epsilon,
-                delta=cost.delta,
-                rho=cost.rho,
-                delta_approx=cost.delta_approx,
-                pure=cost.pure,
-                created_at=now,
-            )
-        )
+        after = _book(conn, scenario_id, job_id, compiled.query_key, cost, spent, budget, now)
         blob = result.to_bytes()
         key_id: str | None = None
         if self._keys is not None:
@@ -614,6 +587,49 @@ def _aad(scenario_id: str, query_key: str) -> str:
     return f"dp_releases|{scenario_id}|{query_key}"
 
 
+def _book(
+    conn: Connection,
+    scenario_id: str,
+    job_id: str,
+    query_key: str,
+    cost: Cost,
+    spent: SpentBudget,
+    budget: Budget,
+    now: datetime,
+) -> SpentBudget:
+    """Add ``cost`` to the scenario's (locked) budget row and record the charge; the spent
+    budget after. The caller holds the row's lock and has checked that the cost fits."""
+    after = spent.plus(cost)
+    conn.execute(
+        dp_budgets.update()
+        .where(dp_budgets.c.scenario_id == scenario_id)
+        .values(
+            epsilon_total=budget.epsilon,
+            delta_total=budget.delta,
+            rho_spent=after.rho,
+            delta_approx_spent=after.delta_approx,
+            epsilon_basic_spent=after.epsilon_basic,
+            delta_basic_spent=after.delta_basic,
+            charges=after.charges,
+            updated_at=now,
+        )
+    )
+    conn.execute(
+        dp_charges.insert().values(
+            scenario_id=scenario_id,
+            job_id=job_id,
+            query_key=query_key,
+            epsilon=cost.epsilon,
+            delta=cost.delta,
+            rho=cost.rho,
+            delta_approx=cost.delta_approx,
+            pure=cost.pure,
+            created_at=now,
+        )
+    )
+    return after
+
+
 def charge_model(
     ledger: Ledger,
     conn: Connection,
@@ -644,34 +660,7 @@ def charge_model(
         return status
     ledger._check_fits(scenario_id, status, spent, cost, budget)
     now = datetime.now(UTC)
-    after = spent.plus(cost)
-    conn.execute(
-        dp_budgets.update()
-        .where(dp_budgets.c.scenario_id == scenario_id)
-        .values(
-            epsilon_total=budget.epsilon,
-            delta_total=budget.delta,
-            rho_spent=after.rho,
-            delta_approx_spent=after.delta_approx,
-            epsilon_basic_spent=after.epsilon_basic,
-            delta_basic_spent=after.delta_basic,
-            charges=after.charges,
-            updated_at=now,
-        )
-    )
-    conn.execute(
-        dp_charges.insert().values(
-            scenario_id=scenario_id,
-            job_id=job_id,
-            query_key=model_sha256,
-            epsilon=cost.epsilon,
-            delta=cost.delta,
-            rho=cost.rho,
-            delta_approx=cost.delta_approx,
-            pure=cost.pure,
-            created_at=now,
-        )
-    )
+    after = _book(conn, scenario_id, job_id, model_sha256, cost, spent, budget, now)
     if ledger._audit is not None:
         ledger._audit.record(
             conn,

@@ -8,22 +8,9 @@ import time
 
 import pytest
 
-from enclave.jobstore import create_job, transition
+from enclave.jobstore import transition
 from shuyu.context import Domain
-
-
-def _job(domain: Domain) -> str:
-    with domain.engine.begin() as conn:
-        return create_job(
-            conn,
-            domain.audit,
-            scenario_id="S-1",
-            submitter="op1",
-            kind="sql",
-            output_mode="dp_aggregate",
-            code="SELECT COUNT(*) FROM t",
-            params={},
-        ).id
+from tests.enclave.test_jobstore import _job
 
 
 def test_a_committed_transition_wakes_a_waiting_thread_at_once(any_domain: Domain) -> None:
