@@ -27,6 +27,7 @@ from sandbox.hardening import hardened_container_config
 from sandbox.job import JobSpec
 from sandbox.limits import SandboxLimits
 from sandbox.outcome import OutputCollector, limit_exceeded
+from sandbox.owner import LABEL_OWNER, owner_label
 from sandbox.store_access import grant_sandbox_read
 
 __all__ = ["DockerExecutor", "SandboxStream", "check_image", "container_name", "pids_limit_hit"]
@@ -204,7 +205,7 @@ class DockerExecutor(BaseExecutor):
             container = self._client.containers.create(
                 self._image_id,
                 name=name,
-                labels={LABEL_JOB: spec.job_id, LABEL_ROLE: "job"},
+                labels={LABEL_JOB: spec.job_id, LABEL_ROLE: "job", LABEL_OWNER: owner_label()},
                 **hardened_container_config(self._limits, self._store, store_gid=gid),
             )
         except docker.errors.APIError as exc:

@@ -48,6 +48,7 @@ from sandbox.hardening import hardened_container_config
 from sandbox.job import JobSpec
 from sandbox.limits import SandboxLimits
 from sandbox.outcome import OutputCollector, limit_exceeded, to_output
+from sandbox.owner import LABEL_OWNER, owner_label, reap_orphans
 from sandbox.store_access import SANDBOX_GID, grant_sandbox_read
 
 __all__ = ["PoolExecutor", "WarmPool", "WarmSandbox"]
@@ -167,6 +168,7 @@ class WarmPool:
         if not self.enabled:
             return
         check_image(self._client, self._image_id, self._limits.runtime)
+        reap_orphans(self._client)  # warm sandboxes of a server that was killed
         self.fill()
         interval = reaper_interval_s or max(min(self._idle_s / 4, 30.0), 0.5)
         self._reaper = threading.Thread(
@@ -209,7 +211,7 @@ class WarmPool:
                 self._image_id,
                 command=["--loop"],
                 name=f"shuyu-warm-{uuid.uuid4().hex[:12]}",
-                labels={LABEL_ROLE: "warm", LABEL_POOL: self.pool_id},
+                labels={LABEL_ROLE: "warm", LABEL_POOL: self.pool_id, LABEL_OWNER: owner_label()},
                 **hardened_container_config(self._limits, self._store, store_gid=gid),
             )
             stream = SandboxStream(self._client, container.id)
