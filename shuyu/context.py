@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from egress.checks import IdentifierIndex
 from egress.gate import Gate
 from egress.ledger import Ledger
 from enclave.audit import AuditLog
@@ -28,6 +29,7 @@ from enclave.requests import RequestService
 from enclave.scenarios import ScenarioService
 from enclave.signing import Signer, create_key_file
 from enclave.store import DatasetStore
+from shuyu.cache import TtlCache
 from shuyu.errors import SettingsError
 
 if TYPE_CHECKING:
@@ -50,6 +52,12 @@ class Domain:
             self._engine = make_engine(self.settings.resolved_database_url)
             self.job_watch.install(self._engine)
         return self._engine
+
+    @cached_property
+    def identifier_indexes(self) -> TtlCache[IdentifierIndex]:
+        """Keyed hashes of each dataset version's identifying values (derived data: a
+        disclosure-checked job rebuilds them in a cold sandbox when missing)."""
+        return TtlCache(max_items=8, ttl_s=600.0)
 
     @cached_property
     def job_watch(self) -> JobWatch:

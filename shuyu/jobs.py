@@ -750,6 +750,11 @@ def _identifier_index(
     ident_cols = [c.name for c in rec.meta.columns if c.role == "identifier"]
     if not ident_cols:
         return index
+    # A dataset version's identifying values never change: hash them once, not per job.
+    key = (rec.id, rec.version, tuple(ident_cols))
+    cached = domain.identifier_indexes.get(key)
+    if cached is not None:
+        return cached
     parts = []
     for col in ident_cols:
         q = '"' + col.replace('"', '""') + '"'
@@ -772,6 +777,7 @@ def _identifier_index(
             part.column("n").to_numpy(),
             part.column("numeric").to_numpy(),
         )
+    domain.identifier_indexes.put(key, index)
     return index
 
 

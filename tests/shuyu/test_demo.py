@@ -189,6 +189,37 @@ def test_a_differencing_pair_across_two_jobs_is_blocked(demo_home: Settings) -> 
     assert "differencing" in checks
 
 
+def test_identifier_hashes_are_built_once_per_dataset_version(demo_home: Settings) -> None:
+    """The second disclosure-checked job of a server reuses the first one's identifier
+    hashes: no second cold sandbox, no second key release to the gate."""
+    domain = open_domain(demo_home)
+    operator = domain.identity.get("operator")
+
+    def sdc(sql: str) -> str:
+        view = jobs.submit(
+            domain, operator, SCENARIO_ID, kind="sql", code=sql, output_mode="sdc_aggregate"
+        )
+        assert jobs.run_job(domain, view["id"])["state"] in ("pending_review", "refused")
+        return str(view["id"])
+
+    def gate_releases(job_id: str) -> int:
+        with domain.engine.connect() as conn:
+            return len(
+                conn.execute(
+                    sa.text(
+                        "SELECT seq FROM audit_log WHERE action = 'key.release' "
+                        "AND actor = 'gate' AND target = :j"
+                    ),
+                    {"j": job_id},
+                ).all()
+            )
+
+    first = sdc("SELECT sex, COUNT(*) AS n FROM residents GROUP BY sex")
+    second = sdc("SELECT sex, AVG(age) AS a FROM residents GROUP BY sex")
+    assert gate_releases(first) == 1
+    assert gate_releases(second) == 0
+
+
 def test_count_star_reads_no_column_and_still_runs(demo_home: Settings) -> None:
     """COUNT(*) names no column: the key service still releases the unit for bounding."""
     view = _submit(demo_home, "SELECT COUNT(*) AS n FROM residents", epsilon=0.2)
