@@ -39,6 +39,10 @@ __all__ = ["GENESIS", "AuditEntry", "AuditLog", "Verification", "entry_hash"]
 
 GENESIS = "0" * 64
 _PG_AUDIT_LOCK = 0x5348_5559  # "SHUY": the advisory lock id of the audit head
+# Built once: an entry is appended several times per job, and building a statement costs
+# more Python than running it.
+_HEAD_QUERY = sa.select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+_INSERT = audit_log.insert()
 _HEAD = "shuyu.audit_head"  # (transaction, savepoint, seq, hash) of the last append
 
 
@@ -119,28 +123,25 @@ class AuditLog:
                 # never fails because another one took the next sequence number (SQLite
                 # already serialises writers with BEGIN IMMEDIATE).
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
-            head = conn.execute(
-                sa.select(audit_log.c.seq, audit_log.c.hash)
-                .order_by(audit_log.c.seq.desc())
-                .limit(1)
-            ).first()
+            head = conn.execute(_HEAD_QUERY).first()
             seq = 1 if head is None else int(head.seq) + 1
             prev = GENESIS if head is None else str(head.hash)
         ts = datetime.now(UTC).isoformat(timespec="microseconds")
         det = _canonical(details or {})
         h = entry_hash(seq, ts, actor, action, target, result, det, prev)
         conn.execute(
-            audit_log.insert().values(
-                seq=seq,
-                ts=ts,
-                actor=actor,
-                action=action,
-                target=target,
-                result=result,
-                details=det,
-                prev_hash=prev,
-                hash=h,
-            )
+            _INSERT,
+            {
+                "seq": seq,
+                "ts": ts,
+                "actor": actor,
+                "action": action,
+                "target": target,
+                "result": result,
+                "details": det,
+                "prev_hash": prev,
+                "hash": h,
+            },
         )
         if tx[0] is not None:
             conn.info[_HEAD] = (*tx, seq, h)

@@ -172,8 +172,18 @@ def create_job(
     return get_job(conn, job_id)
 
 
+_GET_JOB = sa.select(jobs).where(jobs.c.id == sa.bindparam("job_id"))  # built once: hot
+# One compare-and-set per target state; the columns it sets come with the parameters.
+_MOVE = {
+    to: jobs.update().where(
+        jobs.c.id == sa.bindparam("job_id"), jobs.c.state.in_(sorted(ALLOWED_FROM[to]))
+    )
+    for to in ALLOWED_FROM
+}
+
+
 def get_job(conn: Connection, job_id: str) -> Job:
-    r = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+    r = conn.execute(_GET_JOB, {"job_id": job_id}).first()
     if r is None:
         raise EnclaveError(
             f"no job {job_id}",
@@ -221,15 +231,15 @@ def transition(
     if to not in ALLOWED_FROM:
         raise JobStateError(f"unknown job state {to!r}", kind="internal")
     res = conn.execute(
-        jobs.update()
-        .where(jobs.c.id == job_id, jobs.c.state.in_(sorted(ALLOWED_FROM[to])))
-        .values(
-            state=to,
-            updated_at=datetime.now(UTC),
-            error_code=error_code,
-            error_message=error_message,
+        _MOVE[to],
+        {
+            "job_id": job_id,
+            "state": to,
+            "updated_at": datetime.now(UTC),
+            "error_code": error_code,
+            "error_message": error_message,
             **values,
-        )
+        },
     )
     if res.rowcount == 1:
         mark_changed(conn, job_id, to)
