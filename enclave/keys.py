@@ -104,6 +104,11 @@ class LocalFileKms:
             ) from exc
 
 
+_GET_KEY = sa.select(data_keys.c.wrapped_key, data_keys.c.destroyed_at).where(
+    data_keys.c.key_id == sa.bindparam("key_id")
+)  # built once: read several times per job
+
+
 class KeyService:
     """Creates, reads and destroys data keys; keys leave it only unwrapped in memory."""
 
@@ -125,11 +130,7 @@ class KeyService:
         return key_id
 
     def get(self, conn: Connection, key_id: str) -> bytes:
-        row = conn.execute(
-            sa.select(data_keys.c.wrapped_key, data_keys.c.destroyed_at).where(
-                data_keys.c.key_id == key_id
-            )
-        ).first()
+        row = conn.execute(_GET_KEY, {"key_id": key_id}).first()
         if row is None:
             raise KeyMaterialError(
                 f"no data key {key_id}",

@@ -122,16 +122,24 @@ class DatasetRow:
         return out
 
 
+# Built once: every access decision reads these (twice per job).
+_DATASET_ROWS = (
+    sa.select(datasets)
+    .where(datasets.c.name.in_(sa.bindparam("names", expanding=True)))
+    .order_by(datasets.c.name, datasets.c.version.desc())
+)
+_FIND = sa.select(scenarios).where(scenarios.c.id == sa.bindparam("scenario_id"))
+_FUSION = sa.select(fusion_approvals.c.dataset).where(
+    fusion_approvals.c.scenario_id == sa.bindparam("scenario_id")
+)
+
+
 def dataset_rows(conn: Connection, names: Iterable[str]) -> dict[str, DatasetRow]:
     """Resolve dataset names: newest active version, else newest deleted; unknown left out."""
     wanted = sorted(set(names))
     if not wanted:
         return {}
-    rows = conn.execute(
-        sa.select(datasets)
-        .where(datasets.c.name.in_(wanted))
-        .order_by(datasets.c.name, datasets.c.version.desc())
-    )
+    rows = conn.execute(_DATASET_ROWS, {"names": wanted})
     out: dict[str, DatasetRow] = {}
     for r in rows:
         current = out.get(r.name)
@@ -306,7 +314,7 @@ class ScenarioService:
         if conn is None:
             with self._engine.connect() as c:
                 return self.find(scenario_id, c)
-        row = conn.execute(sa.select(scenarios).where(scenarios.c.id == scenario_id)).first()
+        row = conn.execute(_FIND, {"scenario_id": scenario_id}).first()
         if row is None:
             return None
         return _record(row, self.fusion_approved(conn, scenario_id))
@@ -334,11 +342,7 @@ class ScenarioService:
         return rec is not None and rec.effective_state(self._clock()) == "active"
 
     def fusion_approved(self, conn: Connection, scenario_id: str) -> frozenset[str]:
-        rows = conn.execute(
-            sa.select(fusion_approvals.c.dataset).where(
-                fusion_approvals.c.scenario_id == scenario_id
-            )
-        )
+        rows = conn.execute(_FUSION, {"scenario_id": scenario_id})
         return frozenset(r.dataset for r in rows)
 
     def disclosure(self, scenario_id: str) -> EffectiveDisclosure:
