@@ -173,6 +173,13 @@ class TokenInfo:
         return "expired" if now >= self.expires_at else "valid"
 
 
+# Built once: every authenticated request reads these.
+_GET_USER = sa.select(users).where(users.c.id == sa.bindparam("user_id"))
+_GET_ROLES = sa.select(user_roles.c.role).where(user_roles.c.user_id == sa.bindparam("user_id"))
+_GET_PERSONNEL = sa.select(personnel).where(personnel.c.user_id == sa.bindparam("user_id"))
+_GET_TOKEN = sa.select(api_tokens).where(api_tokens.c.token_sha256 == sa.bindparam("digest"))
+
+
 class IdentityService:
     """Adds, activates, disables and authenticates users; every change is audited."""
 
@@ -186,7 +193,7 @@ class IdentityService:
         if conn is None:
             with self._engine.connect() as c:
                 return self.get(user_id, c)
-        row = conn.execute(sa.select(users).where(users.c.id == user_id)).first()
+        row = conn.execute(_GET_USER, {"user_id": user_id}).first()
         if row is None:
             raise IdentityError(
                 f"no user `{user_id}`",
@@ -199,16 +206,11 @@ class IdentityService:
     def _build(self, conn: Connection, row: Any) -> User:
         roles = tuple(
             sorted(
-                (
-                    r.role
-                    for r in conn.execute(
-                        sa.select(user_roles.c.role).where(user_roles.c.user_id == row.id)
-                    )
-                ),
+                (r.role for r in conn.execute(_GET_ROLES, {"user_id": row.id})),
                 key=ROLES.index,
             )
         )
-        p = conn.execute(sa.select(personnel).where(personnel.c.user_id == row.id)).first()
+        p = conn.execute(_GET_PERSONNEL, {"user_id": row.id}).first()
         record = PersonnelRecord()
         if p is not None:
             record = PersonnelRecord(
@@ -601,9 +603,7 @@ class IdentityService:
         digest = hash_token(token)
         now = self._clock()
         with self._engine.connect() as conn:
-            row = conn.execute(
-                sa.select(api_tokens).where(api_tokens.c.token_sha256 == digest)
-            ).first()
+            row = conn.execute(_GET_TOKEN, {"digest": digest}).first()
             if row is None:
                 log.warning("authentication with an unknown token")
                 raise AuthenticationError(
