@@ -1,4 +1,4 @@
-"""Wake the threads of this process that wait on a job, once its change is committed.
+"""Wake the waiters of this process (job runners, event streams) once a job change commits.
 
 Why: a job passes through half a dozen states in a few tens of milliseconds. Waiters that
 poll (the job runner looking for work, the API's event stream watching one job) add their
@@ -9,7 +9,7 @@ on the engine wakes the waiters when that connection goes back to the pool — t
 after its transaction committed. A transaction that rolls back wakes nobody.
 
 Only this process is woken. Another process sharing the database (a second ``shuyu serve``,
-the CLI) is seen by the waiters' fallback poll, which :meth:`JobWatch.wait` keeps: the
+the CLI) is seen by the waiters' fallback poll, which every wait keeps (its timeout): the
 wake-up is an optimisation, never the only way a waiter learns of a change.
 """
 
@@ -22,10 +22,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["RUNNABLE", "JobWatch", "mark_changed"]
+__all__ = ["JobWatch", "mark_changed"]
 
 _PENDING = "shuyu.jobs_changed"
-RUNNABLE = "authorized"  # the state a job runner takes jobs from; `wait(job_id=RUNNABLE)`
+RUNNABLE = "authorized"  # the state a job runner takes jobs from
 
 
 def mark_changed(conn: Connection, job_id: str, state: str) -> None:
@@ -37,11 +37,11 @@ def mark_changed(conn: Connection, job_id: str, state: str) -> None:
 class JobWatch:
     """A change counter per job and one condition variable; thread-safe.
 
-    ``generation`` grows by one for each committed transaction that changed a job; a
-    waiter remembers the generation it last saw and sleeps until a newer one exists
-    (for its job, or for any job), or the timeout passes. ``queued`` counts only the
-    changes that made a job runnable (``authorized``): what a job runner waits for, so
-    the many other state changes of running jobs do not send idle workers looking.
+    Each committed transaction that changed jobs stamps them with the next generation; a
+    waiter on a job remembers the stamp it last saw and sleeps until a newer one exists, or
+    the timeout passes. ``queued`` counts only the changes that made a job runnable
+    (``authorized``): what a job runner waits for (:meth:`wait_runnable`), so the many other
+    state changes of running jobs do not send idle workers looking.
     """
 
     def __init__(self) -> None:
@@ -57,11 +57,6 @@ class JobWatch:
         sa.event.listen(engine, "rollback", self._on_rollback)
         sa.event.listen(engine.pool, "checkin", self._on_checkin)
         sa.event.listen(engine, "commit", self._on_commit)
-
-    @property
-    def generation(self) -> int:
-        with self._cond:
-            return self._generation
 
     def seen(self, job_id: str) -> int:
         """The generation of ``job_id``'s last committed change seen here (0: none)."""
@@ -93,27 +88,17 @@ class JobWatch:
         for loop, event in woken:
             loop.call_soon_threadsafe(event.set)
 
-    def wait(self, after: int, timeout_s: float, job_id: str | None = None) -> int:
-        """Sleep until a change newer than generation ``after`` (of ``job_id``, of any job
-        when None, or — with ``job_id=RUNNABLE`` — a job made runnable, counted by
-        :attr:`queued`); returns the generation to pass next time. Returns on timeout
-        too: the caller then looks at the database anyway (other processes' changes)."""
+    def wait_runnable(self, after: int, timeout_s: float) -> int:
+        """Sleep until :attr:`queued` passes ``after`` (a job became runnable) or the
+        timeout; the count to pass next time."""
         with self._cond:
-
-            def newer() -> bool:
-                if job_id == RUNNABLE:
-                    return self._queued > after
-                if job_id is None:
-                    return self._generation > after
-                return self._changed.get(job_id, 0) > after
-
-            self._cond.wait_for(newer, timeout=timeout_s)
-            if job_id == RUNNABLE:
-                return self._queued
-            return self._generation if job_id is None else self._changed.get(job_id, after)
+            self._cond.wait_for(lambda: self._queued > after, timeout_s)
+            return self._queued
 
     async def wait_async(self, after: int, timeout_s: float, job_id: str) -> int:
-        """:meth:`wait` for a coroutine: sleeps on the event loop, holds no thread."""
+        """Sleep until ``job_id`` has a change newer than ``after``; the stamp to pass next
+        time. Sleeps on the event loop and holds no thread. Returns on timeout too: the
+        caller then looks at the database anyway (changes made by other processes)."""
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
         waiter = (loop, event)

@@ -40,7 +40,6 @@ from enclave.errors import EnclaveError
 from enclave.identity import User
 from enclave.jobstore import Job, JobStateError, create_job, get_job, transition
 from enclave.jobstore import list_jobs as _list_jobs
-from enclave.jobwatch import RUNNABLE
 from enclave.key_release import KeyReleaseService, ReleaseClaims
 from enclave.store import DatasetRecord
 from enclave.tables import jobs as jobs_table
@@ -881,7 +880,7 @@ class JobRunner:
             if job_id is None:
                 # Woken when this process commits a job as authorized (a submit); the
                 # timeout catches jobs queued by another process (the CLI) and the stop flag.
-                watch.wait(seen, self._poll_s, RUNNABLE)
+                watch.wait_runnable(seen, self._poll_s)
                 continue
             try:
                 self._run_one(job_id)

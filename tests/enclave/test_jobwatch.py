@@ -13,28 +13,6 @@ from shuyu.context import Domain
 from tests.enclave.test_jobstore import _job
 
 
-def test_a_committed_transition_wakes_a_waiting_thread_at_once(any_domain: Domain) -> None:
-    job_id = _job(any_domain)
-    watch = any_domain.job_watch
-    seen = watch.seen(job_id)
-    assert seen > 0  # the create was committed and seen
-    woke: list[float] = []
-
-    def waiter() -> None:
-        t0 = time.monotonic()
-        watch.wait(seen, 10.0, job_id)
-        woke.append(time.monotonic() - t0)
-
-    t = threading.Thread(target=waiter)
-    t.start()
-    time.sleep(0.05)
-    with any_domain.engine.begin() as conn:
-        transition(conn, any_domain.audit, job_id, "authorized", actor="system")
-    t.join(5)
-    assert woke and woke[0] < 2.0  # not the 10 s timeout
-    assert watch.seen(job_id) > seen
-
-
 def test_a_rolled_back_transition_wakes_nobody(domain: Domain) -> None:
     job_id = _job(domain)
     watch = domain.job_watch
@@ -43,17 +21,19 @@ def test_a_rolled_back_transition_wakes_nobody(domain: Domain) -> None:
         transition(conn, domain.audit, job_id, "authorized", actor="system")
         raise RuntimeError("abort")
     t0 = time.monotonic()
-    assert watch.wait(seen, 0.3, job_id) == seen
+    assert asyncio.run(watch.wait_async(seen, 0.3, job_id)) == seen
     assert time.monotonic() - t0 >= 0.25
     # a change of another job does not wake a waiter on this one
     _job(domain)
     assert watch.seen(job_id) == seen
 
 
-def test_an_event_loop_waiter_is_woken_without_a_thread(domain: Domain) -> None:
+def test_a_committed_transition_wakes_a_waiter_at_once(any_domain: Domain) -> None:
+    domain = any_domain
     job_id = _job(domain)
     watch = domain.job_watch
     seen = watch.seen(job_id)
+    assert seen > 0  # the create was committed and seen
 
     async def main() -> tuple[int, float]:
         def later() -> None:
@@ -73,15 +53,13 @@ def test_an_event_loop_waiter_is_woken_without_a_thread(domain: Domain) -> None:
 
 
 def test_a_job_runner_is_woken_only_by_a_job_becoming_runnable(domain: Domain) -> None:
-    from enclave.jobwatch import RUNNABLE
-
     watch = domain.job_watch
     queued = watch.queued
     job_id = _job(domain)  # submitted: not runnable yet
-    assert watch.wait(queued, 0.1, RUNNABLE) == queued
+    assert watch.wait_runnable(queued, 0.1) == queued
     with domain.engine.begin() as conn:
         transition(conn, domain.audit, job_id, "authorized", actor="system")
-    assert watch.wait(queued, 5.0, RUNNABLE) == queued + 1
+    assert watch.wait_runnable(queued, 5.0) == queued + 1
     with domain.engine.begin() as conn:
         transition(conn, domain.audit, job_id, "running", actor="system")
     assert watch.queued == queued + 1
