@@ -79,8 +79,8 @@ class Settings(BaseSettings):
         ge=1,
         le=32,
         description="Job runner threads in `shuyu serve`: more overlap one job's checks, "
-        "ledger and gate with another's sandbox run (each may hold a sandbox); 3 gave "
-        "+40 % throughput over 1 in benchmarks/throughput.py.",
+        "ledger and gate with another's sandbox run (each may hold a sandbox); 3 answered "
+        "17–26 % more than 1 at 1M rows in benchmarks/throughput.py (RESULTS.md).",
     )
 
     @model_validator(mode="after")

@@ -42,7 +42,7 @@ class _Lease:
     window: int
     granted: int = 0
     used: int = 0
-    counted: int = 0  # the shared count when this process last leased (its own share included)
+    base: int = 0  # the shared count just before this lease
 
 
 class _Limiter:
@@ -64,11 +64,11 @@ class _Limiter:
                 want = max(1, limit // _LEASE_FRACTION)
                 count = _add(engine, key, window, want)
                 granted = max(0, want - max(0, count - limit))
-                lease.granted, lease.used, lease.counted = granted, 0, count - want + granted
+                lease.granted, lease.used, lease.base = granted, 0, count - want
                 if granted == 0:
                     return False, count
             lease.used += 1
-            return True, lease.counted - lease.granted + lease.used
+            return True, lease.base + lease.used
 
 
 _limiters: weakref.WeakKeyDictionary[Engine, _Limiter] = weakref.WeakKeyDictionary()
