@@ -121,10 +121,17 @@ class Decision:
 
     def raise_if_denied(self) -> None:
         """Raise :class:`AccessDenied` carrying every reason when the decision is a denial."""
+        denial = self.denial()
+        if denial is not None:
+            raise denial
+
+    def denial(self) -> AccessDenied | None:
+        """The :class:`AccessDenied` a denial raises (None when allowed), e.g. to record it
+        on the job before raising."""
         if self.allowed:
-            return
+            return None
         n = len(self.reasons)
-        raise AccessDenied(
+        return AccessDenied(
             f"job refused in scenario {self.scenario_id} ({n} reason{'s' * (n != 1)}): "
             + "; ".join(r.message for r in self.reasons),
             hint=_hint(self.reasons),

@@ -313,19 +313,17 @@ def submit(
                 policy_hash=decision.policy_hash,
             )
             return get_job(conn, job.id).view()
-        try:
-            decision.raise_if_denied()
-        except ShuyuError as exc:
-            transition(
-                conn,
-                domain.audit,
-                job.id,
-                "refused",
-                actor="system",
-                error_code=exc.code,
-                error_message=exc.message,
-            )
-            denied = exc
+        denied = decision.denial()
+        assert denied is not None
+        transition(
+            conn,
+            domain.audit,
+            job.id,
+            "refused",
+            actor="system",
+            error_code=denied.code,
+            error_message=denied.message,
+        )
     raise denied
 
 
