@@ -16,7 +16,9 @@ from sandbox.limits import SandboxLimits
 
 __all__ = ["JobKind", "JobOutput", "JobSpec", "Prelude", "TableGrant"]
 
-JobKind = Literal["sql", "python"]
+#: ``check`` runs no operator code: the trusted model checks (``agent/modelcheck``) on one
+#: emitted model, next to the decrypted sample; only their report comes back.
+JobKind = Literal["sql", "python", "check"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class JobSpec:
     scenario_id: str = ""
     holdout: Mapping[str, tuple[float, int]] = field(default_factory=dict)  # table -> (frac, seed)
     prelude: Prelude | None = field(default=None, repr=False)  # Python jobs: the sample view
+    check: Mapping[str, object] | None = field(default=None, repr=False)  # check jobs' request
 
     def job_line(self, limits: SandboxLimits) -> bytearray:
         """The JSON line the agent reads on stdin (a bytearray, so the caller can zero it)."""
@@ -78,6 +81,8 @@ class JobSpec:
         }
         if self.prelude is not None:
             body["prelude"] = self.prelude.to_json()
+        if self.check is not None:
+            body["check"] = dict(self.check)
         return bytearray(json.dumps(body).encode() + b"\n")
 
 
@@ -88,6 +93,8 @@ class JobOutput:
     tables: Mapping[str, pa.Table]
     metrics: Mapping[str, float] = field(default_factory=dict)
     models: Mapping[str, bytes] = field(default_factory=dict)
+    #: a check job's report (JSON bytes), under the name ``report``
+    reports: Mapping[str, bytes] = field(default_factory=dict)
     output_bytes: int = 0
 
     @property

@@ -154,6 +154,7 @@ def to_output(frames: list[Frame], kind: JobKind, output_bytes: int) -> JobOutpu
     tables: dict[str, pa.Table] = {}
     metrics: dict[str, float] = {}
     models: dict[str, bytes] = {}
+    reports: dict[str, bytes] = {}
     for f in frames[:-1]:
         if f.type == b"T" and f.name not in tables:
             tables[f.name] = _arrow(f.payload)
@@ -161,11 +162,17 @@ def to_output(frames: list[Frame], kind: JobKind, output_bytes: int) -> JobOutpu
             metrics[f.name] = _number(f.payload)
         elif f.type == b"K" and f.name not in models and kind == "python":
             models[f.name] = _skops(f.payload)
+        elif f.type == b"R" and f.name == "report" and not reports and kind == "check":
+            reports[f.name] = f.payload  # read strictly by egress.models.read_report
         else:
             raise _rejected("an unexpected or repeated frame")
     if kind == "sql" and (set(tables) != {"result"} or metrics):
         raise _rejected("a SQL job must return exactly one result table")
-    return JobOutput(tables=tables, metrics=metrics, models=models, output_bytes=output_bytes)
+    if kind == "check" and (tables or metrics or models or not reports):
+        raise _rejected("a check job must return exactly one report")
+    return JobOutput(
+        tables=tables, metrics=metrics, models=models, reports=reports, output_bytes=output_bytes
+    )
 
 
 def _arrow(payload: bytes) -> pa.Table:

@@ -1,13 +1,15 @@
-"""Python model jobs: train in the sandbox on the desensitized sample, check the model next to
-the data, and send it to the gate (issue 7).
+"""Python model jobs: train in the sandbox on the desensitized sample, check the model in a
+second sandbox next to the data, and send it to the gate (issue 7).
 
     authorized ──► running ──► keys for the columns the sample view reads (key release)
                                + the scenario's pseudonym key (audited)
                ──► cold sandbox: the prelude materializes the R1.5 sample view, holds out a
                    salted share of its persons and drops key and salt; operator
                    code (RestrictedPython) trains and emits one model as skops bytes
-               ──► computed ──► model checks, as trusted code in this worker, on the same
-                   training and holdout rows, rebuilt from a trusted read
+               ──► computed ──► check job: a second cold sandbox, same keys and image, whose
+                   trusted prelude rebuilds the same training and held-out rows; the
+                   model checks (sandbox/agent/modelcheck) run there and only their
+                   report comes back (this worker never decrypts a row)
                ──► gated ──► gate: pending_review (every model needs a reviewer) | refused
 
 What the operator writes (``shuyu/examples/train_logreg.py``)::
@@ -19,7 +21,7 @@ What the operator writes (``shuyu/examples/train_logreg.py``)::
 The checks need the rows the model was trained on and rows it never saw. The platform
 knows both: the sample view is deterministic for a scenario (its pseudonym key), and the
 holdout is :func:`holdout_split`, by privacy unit, with a salt drawn here for this run only
-(the prelude makes it in the sandbox, this worker makes it again from a trusted read).
+(the prelude makes it in the operator's sandbox, the check job's prelude makes it again).
 The *target* is declared in the source (``target=``, a column or a SQL expression over the table's
 columns, read here from the source as a literal) and evaluated by trusted DuckDB; the
 *features* are the model's ``feature_names_in_``. If the operator trained on anything else
@@ -29,6 +31,7 @@ columns, read here from the source as a literal) and evaluated by trusted DuckDB
 from __future__ import annotations
 
 import ast
+import base64
 import dataclasses
 import logging
 import secrets
@@ -36,26 +39,32 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import sqlglot
 from sqlalchemy.engine import Connection
 from sqlglot import exp
 
 from egress.checks import Finding
-from egress.errors import BudgetExhausted, ModelFormatError
+from egress.errors import BudgetExhausted, ModelCheckError
 from egress.ledger import Budget, Ledger, charge_model
-from egress.models import ModelCard, ModelData, ModelThresholds, check_loaded_model
+from egress.models import (
+    ModelCard,
+    ModelCheckReport,
+    ModelFinding,
+    ModelThresholds,
+    egress_findings,
+    model_sha256,
+    read_report,
+    thresholds_for,
+)
 from egress.models.output import model_output
-from egress.models.safe_format import load_model_safely, model_sha256
 from enclave.jobstore import Job, transition
 from enclave.scenarios import pseudonym_key_id
 from enclave.store import DatasetRecord
 from policies.desensitize import SampleView, quote_ident
 from policies.scenario import Scenario
-from sandbox.job import Prelude
+from sandbox.agent.modelcheck.job import CheckRequest
+from sandbox.job import JobSpec, Prelude
 from shuyu.context import Domain
 from shuyu.errors import ServiceError
 
@@ -275,7 +284,7 @@ def holdout_mask(num_rows: int, fraction: float, seed: int) -> np.ndarray[Any, n
 #: DuckDB variable holding this run's holdout salt while the split is made.
 HOLDOUT_SALT_VAR = "shuyu_holdout_salt"
 _HELD = "__shuyu_held_out"
-#: The trusted worker's per-row unit digest (never in the sandbox's tables).
+#: The check job's per-row unit digest (never in the operator's tables).
 UNIT_COLUMN = "__shuyu_unit"
 _HOLDOUT_BITS = 32
 
@@ -289,7 +298,7 @@ class HoldoutSplit:
     run, and holds out the units whose first 32 bits fall below the fraction. With rows
     split one by one, a person with several rows would have some on each side, and the
     held-out rows would look like members: membership inference would be measured too low.
-    The same statements run in the sandbox's prelude and in the trusted worker, so both see
+    The same statements run in the operator's sandbox and in the check job, so both see
     the same rows in the same order.
     """
 
@@ -297,7 +306,7 @@ class HoldoutSplit:
     holdout: str
     #: what the sandbox's prelude runs: the two tables have the view's columns only
     statements: tuple[tuple[str, tuple[bytes, ...]], ...] = field(repr=False)
-    #: what the trusted worker runs: the same rows in the same order, plus a salted digest
+    #: what the check job's prelude runs: the same rows in the same order, plus a salted digest
     #: of each row's unit (:data:`UNIT_COLUMN`), so the attacks can count persons
     trusted_statements: tuple[tuple[str, tuple[bytes, ...]], ...] = field(repr=False)
 
@@ -424,169 +433,93 @@ def _prelude(
     return Prelude(tuple(statements), tables)
 
 
-def _trusted_sample(
-    domain: Domain,
-    rec: DatasetRecord,
-    columns: Sequence[str],
-    split: HoldoutSplit,
-    target: str | None,
-) -> tuple[
-    pa.Table,
-    np.ndarray[Any, Any] | None,
-    np.ndarray[Any, np.dtype[np.bool_]],
-    np.ndarray[Any, Any],
-]:
-    """The sample the sandbox built, rebuilt by trusted code with the same split: its
-    training rows then its held-out rows, the target over them, the held-out mask, and each
-    row's unit digest (for the attacks; it never reaches the model or the sandbox)."""
-    raw = domain.store.open_dataset_for_trusted_read(rec.name, version=rec.version, columns=columns)
-    con = duckdb.connect(":memory:", config={"enable_external_access": False})
-    try:
-        con.register(rec.name, raw)
-        for sql, params in split.trusted_statements:
-            con.execute(sql, list(params))
-        sides = [quote_ident(split.train), quote_ident(split.holdout)]
-        tables = [con.sql(f"SELECT * FROM {s}").to_arrow_table() for s in sides]  # noqa: S608
-        y = None
-        if target is not None:
-            expr = target_sql(target, [c for c in tables[0].column_names if c != UNIT_COLUMN])
-            parts = [
-                con.sql(f"SELECT ({expr}) AS y FROM {s}").to_arrow_table()  # noqa: S608
-                for s in sides
-            ]
-            y = np.concatenate([p.column("y").to_numpy(zero_copy_only=False) for p in parts])
-        mask = np.concatenate(
-            [np.zeros(tables[0].num_rows, dtype=bool), np.ones(tables[1].num_rows, dtype=bool)]
-        )
-        both = pa.concat_tables(tables)
-        units = both.column(UNIT_COLUMN).to_numpy(zero_copy_only=False)
-        return both.drop_columns([UNIT_COLUMN]), y, mask, units
-    finally:
-        con.close()
-
-
 # --- checking ----------------------------------------------------------------------------
 
 
-def _blocked_card(blob: bytes, findings: Sequence[Finding], rows: tuple[int, int]) -> ModelCard:
-    """A card for a model the checks could not examine: what is known, and why not."""
-    return ModelCard(
-        model_class="unknown",
-        structure=[],
-        hyperparameters={},
-        parameters=0,
-        training_rows=rows[0],
-        holdout_rows=rows[1],
-        features=0,
-        metrics={},
-        checks=[
-            {"check": f.check, "severity": f.severity, "evidence": f.message} for f in findings
-        ],
-        verdict="block",
-        dp_epsilon=None,
-        dp_classes=[],
-        format={"format": "skops", "sha256": model_sha256(blob), "bytes": len(blob)},
+def _check_spec(
+    spec: JobSpec,
+    split: HoldoutSplit,
+    view_columns: Sequence[str],
+    rec: DatasetRecord,
+    decl: ModelDeclaration,
+    blob: bytes,
+    thresholds: ModelThresholds,
+) -> JobSpec:
+    """The check job: the same datasets and keys as the training run, the split's trusted
+    statements (both sides, with each row's unit digest) and the target over each side; the
+    request names the model, the tables and what counts as an identifier."""
+    statements = list(split.trusted_statements)
+    target = None
+    if decl.target is not None:
+        expr = target_sql(decl.target, view_columns)
+        target = (f"{split.train}__y", f"{split.holdout}__y")
+        for side, made in zip((split.train, split.holdout), target, strict=True):
+            statements.append(
+                (
+                    f"CREATE OR REPLACE TABLE {quote_ident(made)} AS "  # noqa: S608 - quoted
+                    f"SELECT ({expr}) AS y FROM {quote_ident(side)}",
+                    (),
+                )
+            )
+    request = CheckRequest(
+        model=blob,
+        train=split.train,
+        holdout=split.holdout,
+        target=target,
+        unit_column=UNIT_COLUMN,
+        identifiers=tuple(_identifier_columns(rec)),
+        thresholds=thresholds,
+    )
+    tables = {t: t for t in request.tables}
+    return dataclasses.replace(
+        spec,
+        job_id=spec.job_id + "-check",
+        kind="check",
+        code="",
+        prelude=Prelude(tuple(statements), tables),
+        check=request.to_json(),
     )
 
 
-def _block(check: str, message: str, fix: str) -> Finding:
-    from egress.checks import Fix
-
-    return Finding(check, "block", message, {}, Fix("retrain", fix))
-
-
-def _identifier_values(rec: DatasetRecord, sample: pa.Table) -> dict[str, list[object]]:
-    """What the job saw of identifying columns (pseudonyms, in the sample): the values a
-    model could have memorised."""
+def _identifier_columns(rec: DatasetRecord) -> list[str]:
+    """The columns whose values (pseudonyms, in the sample) a model must not carry."""
     meta = rec.meta
     names = {c.name for c in meta.columns if c.role == "identifier"}
     if meta.privacy_unit:
         names.add(meta.privacy_unit)
-    return {
-        n: pc.unique(sample.column(n)).drop_null().to_pylist()
-        for n in sorted(names)
-        if n in sample.column_names
-    }
+    return sorted(names)
 
 
 def _check(
-    domain: Domain,
-    scenario: Scenario,
-    job: Job,
-    rec: DatasetRecord,
-    blob: bytes,
-    sample: pa.Table,
-    y: np.ndarray[Any, Any] | None,
-    mask: np.ndarray[Any, np.dtype[np.bool_]],
-    units: np.ndarray[Any, Any] | None = None,
-) -> tuple[list[Finding], ModelCard, float | None]:
-    """Every model check on the emitted model; a model they cannot examine is blocked.
+    domain: Domain, scenario: Scenario, job: Job, sb: Any, spec: JobSpec
+) -> ModelCheckReport:
+    """Run the check job in a cold sandbox and read its report back.
 
-    Returns the findings, the card and the model's own ε (None unless it is a DP model).
+    The sandbox is the only place the sample's rows exist: the worker sends the model and
+    the split's statements, and gets back the findings, the card and the model's own ε.
+    A check job that fails (a limit, a crash) fails the job like any sandbox failure; a
+    report that does not read blocks the model.
     """
-    rows = (int((~mask).sum()), int(mask.sum()))
+    out = sb.run(spec, warm=False)
     try:
-        model = load_model_safely(blob)
-    except ModelFormatError as exc:
-        found = [_block("model.format", exc.message, exc.hint or "")]
-        return found, _blocked_card(blob, found, rows), None
-    from sklearn.base import is_classifier, is_regressor
+        return read_report(out.reports["report"])
+    except ModelCheckError as exc:
+        log.warning("model check report of job %s refused: %s", job.id, exc.message)
+        found = ModelFinding("model.checks_failed", "block", exc.message, exc.hint or "")
+        blob = base64.b64decode(str((spec.check or {})["model"]))
+        card = ModelCard.unexamined(
+            blob_sha256=model_sha256(blob), blob_bytes=len(blob), findings=[found], rows=(0, 0)
+        )
+        return ModelCheckReport("block", (found,), (), None, card)
 
-    features = [str(f) for f in getattr(model, "feature_names_in_", [])]
-    problems: list[Finding] = []
-    if not features or not set(features) <= set(sample.column_names):
-        problems.append(
-            _block(
-                "model.features_unknown",
-                "the model does not name its input columns, or names columns the sample "
-                "view does not have, so the checks cannot rebuild its training rows",
-                "fit the model (a Pipeline with its transformations) on a DataFrame of the "
-                "table's own columns",
-            )
-        )
-    supervised = bool(is_classifier(model) or is_regressor(model))
-    if supervised and y is None:
-        problems.append(
-            _block(
-                "model.target_unknown",
-                "the model is supervised but the job does not declare what it predicts",
-                'declare it: shuyu.emit_model("name", model, target="<column or expression>")',
-            )
-        )
-    if problems:
-        return problems, _blocked_card(blob, problems, rows), None
-    frame = sample.select(features).to_pandas()
-    keep = ~mask
-    train = ModelData(frame[keep].reset_index(drop=True), None if y is None else y[keep])
-    holdout = ModelData(frame[mask].reset_index(drop=True), None if y is None else y[mask])
+
+def _thresholds(domain: Domain, scenario: Scenario, job: Job) -> ModelThresholds:
     disclosure = domain.scenarios.disclosure(job.scenario_id)
-    thresholds = ModelThresholds.from_policy(
+    return thresholds_for(
         scenario.models,
         min_cell_size=disclosure.min_cell_size,
         max_dp_epsilon=scenario.privacy_budget.per_job_epsilon,
     )
-    try:
-        report = check_loaded_model(
-            model,
-            train,
-            holdout,
-            _identifier_values(rec, sample),
-            thresholds,
-            blob=blob,
-            train_units=None if units is None else units[keep],
-            holdout_units=None if units is None else units[mask],
-        )
-    except Exception as exc:  # a check that cannot run on this model must not wave it through
-        log.warning("model checks failed on job %s: %s", job.id, type(exc).__name__)
-        found = [
-            _block(
-                "model.checks_failed",
-                f"the model checks could not run on this model ({type(exc).__name__})",
-                "use a scikit-learn estimator fit on the table's columns with the declared target",
-            )
-        ]
-        return found, _blocked_card(blob, found, rows), None
-    return report.egress_findings(), report.card, report.dp_epsilon
 
 
 def _not_rows() -> list[Finding]:
@@ -678,7 +611,7 @@ def run_model_job(
         columns[decl.table] = sorted([*columns[decl.table], unit])  # to hold out by person
     keys = _release_keys(domain, job, columns, records, actor="system")
     pseudonym_key = _pseudonym_key(domain, job, views)
-    salt = secrets.token_bytes(16)  # this run's holdout; it lives only in this worker
+    salt = secrets.token_bytes(16)  # this run's holdout: this worker and its two sandboxes
     split = holdout_split(
         views[decl.table],
         pseudonym_key,
@@ -686,10 +619,8 @@ def run_model_job(
         HOLDOUT_FRACTION,
         salt,
     )
-    spec = dataclasses.replace(
-        _spec(job, job.code, columns, records, keys),
-        prelude=_prelude(views, pseudonym_key, decl.table, split),
-    )
+    base = _spec(job, job.code, columns, records, keys)
+    spec = dataclasses.replace(base, prelude=_prelude(views, pseudonym_key, decl.table, split))
     out = sb.run(spec, warm=False)
     if out.tables or out.metrics or set(out.models) != {decl.name}:
         raise _invalid(
@@ -699,15 +630,30 @@ def run_model_job(
     blob = out.models[decl.name]
     with domain.engine.begin() as conn:
         transition(conn, domain.audit, job.id, "computed", actor="system")
-    sample, y, mask, units = _trusted_sample(domain, rec, columns[decl.table], split, decl.target)
-    findings, card, dp_epsilon = _check(domain, scenario, job, rec, blob, sample, y, mask, units)
-    del sample, y, units
+    view_columns = [c for c, a in views[decl.table].actions.items() if a != "drop"]
+    thresholds = _thresholds(domain, scenario, job)
+    check = _check_spec(base, split, view_columns, rec, decl, blob, thresholds)
+    report = _check(domain, scenario, job, sb, check)
+    findings, card, dp_epsilon = egress_findings(report), report.card, report.dp_epsilon
     charge = None
     if scenario.models.dp_training and dp_epsilon is not None:
         charge = ModelCharge(job.scenario_id, job.id, model_sha256(blob), dp_epsilon)
         card = dataclasses.replace(card, dp_charge=charge.to_card())
     output = model_output(decl.name, blob, card, sorted(records))
     with domain.engine.begin() as conn:
+        domain.audit.record(
+            conn,
+            actor="system",
+            action="model.checked",
+            target=job.id,
+            details={
+                "where": "check job",
+                "image_id": sb.image_id,
+                "verdict": report.verdict,
+                "blocking": [f.check for f in report.blocking],
+                "seconds": round(sum(report.timings_s.values()), 3),
+            },
+        )
         transition(conn, domain.audit, job.id, "gated", actor="system")
     ledger = Ledger(domain.audit, domain.keys)
     budget = Budget.of(scenario.privacy_budget)

@@ -1,29 +1,30 @@
-"""Model checks: what a model must pass before a reviewer may release it (issue 7).
+"""Model checks, host side: thresholds from a scenario, the check job's report read back,
+findings in the egress report's shape, and the model output a reviewer sees (issue 7).
 
-Models leave only as skops files loaded against a type allow-list (:mod:`.safe_format`).
-:func:`check_model` runs, as trusted code next to the data, the class and structure checks
-(:mod:`.structure`), capacity (:mod:`.capacity`), memorization and refit
-(:mod:`.memorization`), membership inference (:mod:`.membership`) and the DP check
-(:mod:`.dp`), and returns a report with a :class:`ModelCard`. The verdict is ``block`` or
-``review``: no model releases without a reviewer. ``docs/models.md`` explains each check.
+The checks themselves live in ``sandbox.agent.modelcheck``: they run in a sandbox, next to
+the decrypted sample, as a check job (``shuyu.model_jobs``). They are re-exported here for
+trusted callers that hold rows already (tests, benchmarks), with the host's error types
+(``egress.model_format``, ``egress.model_check``). ``docs/models.md`` explains each check.
 """
 
-from egress.models.capacity import count_parameters
-from egress.models.card import ModelCard
-from egress.models.checks import ModelCheckReport, check_loaded_model, check_model
-from egress.models.data import ModelData
-from egress.models.dp import DP_ALTERNATIVES, DpModel, find_dp_model
-from egress.models.findings import ModelFinding, Severity, Verdict
-from egress.models.membership import AttackResult
-from egress.models.safe_format import (
+from egress.models.findings import to_finding
+from egress.models.report import check_model, egress_findings, read_report
+from egress.models.safe_format import dump_model, load_model_safely, schema_types
+from egress.models.thresholds import thresholds_for
+from sandbox.agent.modelcheck.capacity import count_parameters
+from sandbox.agent.modelcheck.card import ModelCard
+from sandbox.agent.modelcheck.checks import ModelCheckReport, check_loaded_model
+from sandbox.agent.modelcheck.data import ModelData
+from sandbox.agent.modelcheck.dp import DP_ALTERNATIVES, DpModel, find_dp_model
+from sandbox.agent.modelcheck.findings import ModelFinding, Severity, Verdict
+from sandbox.agent.modelcheck.membership import AttackResult
+from sandbox.agent.modelcheck.safe_format import (
     DP_TRUSTED_TYPES,
     EXTRA_TRUSTED_TYPES,
-    dump_model,
     is_pickle,
-    load_model_safely,
-    schema_types,
+    model_sha256,
 )
-from egress.models.thresholds import ModelThresholds
+from sandbox.agent.modelcheck.thresholds import ModelThresholds
 
 __all__ = [
     "DP_ALTERNATIVES",
@@ -42,8 +43,13 @@ __all__ = [
     "check_model",
     "count_parameters",
     "dump_model",
+    "egress_findings",
     "find_dp_model",
     "is_pickle",
     "load_model_safely",
+    "model_sha256",
+    "read_report",
     "schema_types",
+    "thresholds_for",
+    "to_finding",
 ]

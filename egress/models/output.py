@@ -23,8 +23,8 @@ import pyarrow as pa
 
 from egress.checks import OutputSpec
 from egress.errors import EgressError
-from egress.models.card import ModelCard
 from egress.models.safe_format import load_model_safely
+from sandbox.agent.modelcheck.card import ModelCard
 
 __all__ = [
     "MODEL_COLUMNS",

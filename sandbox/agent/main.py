@@ -95,15 +95,18 @@ class Agent:
             if not isinstance(job, dict) or job.get("v") != PROTOCOL_VERSION:
                 raise ValueError
             kind, code = job["kind"], job["code"]
-            if kind not in ("sql", "python") or not isinstance(code, str):
+            if kind not in ("sql", "python", "check") or not isinstance(code, str):
                 raise ValueError
+            if kind == "check" and code:
+                raise ValueError  # a check job runs trusted checks, never code it is sent
+            check = _check_request(job) if kind == "check" else None
             ring = KeyRing(decode_keys(job.get("keys") or {}))
             limits = job.get("limits") or {}
             holdout = job.get("holdout") or {}
         except (ValueError, KeyError, TypeError):
             raise AgentError("job.invalid") from None
         prelude = parse_prelude(job.get("prelude"))
-        if prelude is not None and kind != "python":
+        if (prelude is not None and kind == "sql") or (kind == "check" and prelude is None):
             raise AgentError("job.invalid")
         specs = parse_datasets(job.get("datasets") or {})
         con, cache = self._session(limits, need_sql=kind == "sql")
@@ -123,7 +126,17 @@ class Agent:
             # job sees only the tables they made, and the key goes with the connection.
             tables = run_prelude(prelude, tables, limits.get("memory_bytes"), limits.get("threads"))
             del prelude
+        if check is not None:
+            return self._check(check, tables)
         return self._python(code, tables, holdout)
+
+    def _check(self, request: Any, tables: dict[str, Any]) -> list[bytes]:
+        from .modelcheck.job import report_bytes, run_check
+
+        if not set(request.tables) <= set(tables):
+            raise AgentError("job.invalid")
+        report = run_check(request, tables)
+        return [encode_frame(b"R", "report", report_bytes(report))]
 
     def _sql(self, con: Any, sql: str, tables: dict[str, Any]) -> list[bytes]:
         from .api import ipc_bytes
@@ -148,6 +161,12 @@ class Agent:
         artifacts = Artifacts()
         run_python(source, JobApi(tables, holdout, artifacts))
         return artifacts.frames
+
+
+def _check_request(job: dict[str, Any]) -> Any:
+    from .modelcheck.job import parse_request
+
+    return parse_request(job.get("check"))
 
 
 def _preload(python_too: bool) -> None:

@@ -2,13 +2,14 @@
 
 In (host → agent), one line of UTF-8 JSON per job::
 
-    {"v": 1, "job_id": "J-…", "kind": "sql" | "python", "code": "…",
+    {"v": 1, "job_id": "J-…", "kind": "sql" | "python" | "check", "code": "…",
      "datasets": {"<table>": {"path": "<dataset id>/v<n>", "columns": ["a", "b"]}},
      "keys": {"<key id>": "<base64 data key>"},
      "limits": {"memory_bytes": …, "threads": …},
      "holdout": {"<table>": {"fraction": 0.2, "seed": 123}},      # optional
      "prelude": {"statements": [["<sql>", ["<base64>"]]],         # optional, Python jobs:
-                 "tables": {"<table>": "<made table>"}}}          # see agent/prelude.py
+                 "tables": {"<table>": "<made table>"}},          # see agent/prelude.py
+     "check": {...}}               # check jobs only: see agent/modelcheck/job.py
 
 Out (agent → host), a sequence of frames. Every frame is::
 
@@ -21,7 +22,8 @@ Out (agent → host), a sequence of frames. Every frame is::
 The agent writes ``H`` (hello) once when it is ready for jobs (its imports done); then for
 each job any number of ``T``/``M``/``K`` frames followed by exactly one ``Z`` (done) or one
 ``E`` (failed, name = an error code from :data:`ERROR_CODES`, empty payload). A SQL job's
-answer is a single ``T`` frame named ``result``.
+answer is a single ``T`` frame named ``result``; a check job's (trusted model checks, no
+operator code) a single ``R`` frame named ``report``.
 
 This module is shared: the host imports it to parse what the agent writes, so the two
 cannot drift apart. It imports nothing but the standard library.
@@ -56,6 +58,7 @@ FRAME_TYPES: dict[bytes, str] = {
     b"T": "table",  # payload: an Arrow IPC stream
     b"M": "metric",  # payload: a JSON number
     b"K": "model",  # payload: a skops archive (a zip), never a pickle
+    b"R": "report",  # payload: a check job's report, JSON (agent/modelcheck/job.py)
     b"E": "error",  # name: an error code; payload: empty
     b"Z": "done",  # payload: empty
 }

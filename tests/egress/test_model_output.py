@@ -14,7 +14,14 @@ from sklearn.neighbors import KNeighborsClassifier
 from egress import review
 from egress.checks import Finding, Thresholds, run_checks
 from egress.errors import EgressError
-from egress.models import ModelCard, ModelData, ModelThresholds, check_model, dump_model
+from egress.models import (
+    ModelCard,
+    ModelData,
+    ModelThresholds,
+    check_model,
+    dump_model,
+    egress_findings,
+)
 from egress.models.output import model_output, model_parts
 from egress.release import verify_release
 from egress.report import EgressReport, build_report
@@ -41,7 +48,7 @@ def _checked(world: World, estimator: object) -> tuple[bytes, list[Finding], Mod
         {"person_id": world.data.column("person_id").to_pylist()},
         ModelThresholds(),
     )
-    return blob, report.egress_findings(), report.card
+    return blob, egress_findings(report), report.card
 
 
 def _gate(world: World, blob: bytes, findings: list[Finding], card: ModelCard) -> str:

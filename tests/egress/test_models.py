@@ -24,8 +24,15 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
-from egress.models import ModelData, ModelThresholds, check_model, dump_model
-from egress.models.checks import ModelCheckReport
+from egress.models import (
+    ModelCheckReport,
+    ModelData,
+    ModelThresholds,
+    check_model,
+    dump_model,
+    egress_findings,
+    thresholds_for,
+)
 from policies.scenario import ModelPolicy
 from shuyu.synthetic import demo_batches
 
@@ -102,7 +109,7 @@ def test_an_unpruned_tree_is_blocked_and_told_the_min_samples_leaf_fix() -> None
 
 
 def test_the_fix_uses_the_scenarios_minimum_cell_size() -> None:
-    limits = ModelThresholds.from_policy(ModelPolicy(dp_training=False), min_cell_size=25)
+    limits = thresholds_for(ModelPolicy(dp_training=False), min_cell_size=25)
     report = run(DecisionTreeClassifier(random_state=0, min_samples_leaf=10), limits)
     leaf = next(f for f in report.findings if f.check == "model.small_leaves")
     assert leaf.severity == "block" and "min_samples_leaf=25" in leaf.fix
@@ -228,7 +235,7 @@ def test_the_card_says_what_the_reviewer_needs_in_json_and_markdown() -> None:
 
 
 def test_thresholds_follow_the_scenario_policy() -> None:
-    limits = ModelThresholds.from_policy(
+    limits = thresholds_for(
         ModelPolicy(dp_training=True, membership_inference_max_advantage=0.03),
         min_cell_size=15,
         seed=9,
@@ -248,18 +255,18 @@ def test_data_arrives_as_numpy_or_arrow_too() -> None:
 
 
 def test_bad_inputs_get_a_clear_error() -> None:
-    from egress.errors import ModelCheckError
+    from sandbox.agent.modelcheck.errors import CheckInputRefused
 
-    with pytest.raises(ModelCheckError) as err:
+    with pytest.raises(CheckInputRefused) as err:
         ModelData(np.zeros((5, 2)), np.zeros(4))
-    assert err.value.code == "egress.model_check" and "5" in err.value.message
-    with pytest.raises(ModelCheckError):
+    assert "5" in err.value.message and err.value.hint
+    with pytest.raises(CheckInputRefused, match="no_such_column"):
         ModelData.from_table(residents(), target="no_such_column")
 
 
 def test_findings_convert_to_the_egress_reports_shape() -> None:
     report = run(DecisionTreeClassifier(random_state=0))
-    converted = {f.check: f for f in report.egress_findings()}
+    converted = {f.check: f for f in egress_findings(report)}
     leaf = converted["model.small_leaves"]
     assert leaf.severity == "block" and "fewer than 10" in leaf.message
     assert leaf.fix is not None and leaf.fix.params == {"min_samples_leaf": 10}

@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.tree import DecisionTreeRegressor
 
 from egress.models import ModelData, ModelThresholds
-from egress.models.membership import check_membership, row_losses, run_attacks
+from sandbox.agent.modelcheck.membership import check_membership, row_losses, run_attacks
 
 
 def _split(n: int = 4000, flip: float = 0.2) -> tuple[ModelData, ModelData]:

@@ -154,7 +154,7 @@ def test_the_attacks_count_persons_not_rows() -> None:
     from sklearn.linear_model import LogisticRegression
 
     from egress.models import ModelData, ModelThresholds
-    from egress.models.membership import run_attacks
+    from sandbox.agent.modelcheck.membership import run_attacks
 
     rng = np.random.default_rng(2)
     persons = rng.normal(size=(400, 2))

@@ -345,3 +345,70 @@ def test_a_dp_model_the_budget_cannot_pay_for_fails_and_charges_nothing(domain: 
             if e.action == "dp.charge" and e.result == "denied"
         ]
     assert any((d or {}).get("job") == view["id"] for d in denied)
+
+
+def test_the_checks_run_in_a_sandbox_and_the_worker_never_reads_the_rows(
+    domain: Domain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model checks run as a check job in a second sandbox: the worker sends the model and
+    the split's statements, gets a report back, and never opens the dataset itself."""
+
+    def no_trusted_read(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the worker read the dataset")
+
+    monkeypatch.setattr(domain.store, "open_dataset_for_trusted_read", no_trusted_read)
+    sent: list[Any] = []
+    real_run = domain.sandboxes.run
+
+    def run(spec: Any, **kwargs: Any) -> Any:
+        sent.append(spec)
+        out = real_run(spec, **kwargs)
+        sent.append(out)
+        return out
+
+    monkeypatch.setattr(domain.sandboxes, "run", run)
+    view = _submit(domain, TRAIN_SCRIPT.read_text(encoding="utf-8"))
+    assert view["state"] == "pending_review", _why(domain, view)
+    train, _, check, checked = sent
+    assert (train.kind, check.kind) == ("python", "check")
+    assert check.code == "" and check.tables == train.tables  # no operator code, same grant
+    assert set(checked.reports) == {"report"} and not checked.tables and not checked.models
+    found = _findings(domain, view["id"])
+    assert found["model.refit"].severity == "info"  # the sandbox rebuilt the very rows
+    # what came out of the check sandbox is a report: no value of an identifying column
+    report = checked.reports["report"].decode()
+    assert "model.membership_inference" in report
+    ids = _sample_identifiers(domain, check)
+    assert ids and not any(str(v) in report for v in ids if len(str(v)) >= 6)
+    with domain.engine.connect() as conn:
+        checked = [
+            e
+            for e in AuditLog.entries(conn)
+            if e.action == "model.checked" and e.target == view["id"]
+        ]
+    assert len(checked) == 1 and checked[0].details["verdict"] == "review"
+    assert checked[0].details["image_id"] == domain.sandboxes.image_id
+
+
+def _sample_identifiers(domain: Domain, check: Any) -> list[object]:
+    """The identifying values the check job saw, made again by running its job line's
+    datasets and prelude through the agent's own code in this process (trusted test code,
+    with the job's keys)."""
+    from sandbox.agent.crypto import KeyRing, decode_keys
+    from sandbox.agent.data import TableCache, parse_datasets
+    from sandbox.agent.prelude import parse_prelude, run_prelude
+    from sandbox.limits import SandboxLimits
+
+    body = json.loads(bytes(check.job_line(SandboxLimits())))
+    ring = KeyRing(decode_keys(body["keys"]))
+    tables = TableCache(domain.settings.store_dir).load(parse_datasets(body["datasets"]), ring)
+    prelude = parse_prelude(body["prelude"])
+    assert prelude is not None
+    made = run_prelude(prelude, tables)
+    request = body["check"]
+    values: list[object] = []
+    for side in (request["train"], request["holdout"]):
+        for column in request["identifiers"]:
+            if column in made[side].column_names:
+                values += made[side].column(column).to_pylist()[:200]
+    return values

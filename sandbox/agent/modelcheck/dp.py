@@ -49,9 +49,9 @@ from typing import Any
 
 import numpy as np
 
-from egress.models.findings import ModelFinding, Severity
-from egress.models.state import iter_objects, safe_path
-from egress.models.thresholds import ModelThresholds
+from .findings import ModelFinding, Severity
+from .state import iter_objects, safe_path
+from .thresholds import ModelThresholds
 
 __all__ = [
     "DP_ALTERNATIVES",

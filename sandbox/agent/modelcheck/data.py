@@ -1,8 +1,9 @@
 """The data the checks run on: training rows and holdout rows, as numpy, pandas or Arrow.
 
-The checks run as trusted code next to the data (never in the sandbox), so they take the
-rows themselves. ``ModelData`` keeps the features in the form the model was trained on
-(a DataFrame keeps its column names, which scikit-learn checks at predict time).
+The checks run as trusted code in a sandbox of their own, next to the decrypted sample (the
+host never reads the rows), so they take the rows themselves. ``ModelData`` keeps the
+features in the form the model was trained on (a DataFrame keeps its column names, which
+scikit-learn checks at predict time).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from egress.errors import ModelCheckError
+from .errors import CheckInputRefused
 
 __all__ = ["ModelData"]
 
@@ -27,7 +28,7 @@ def _as_frame_or_array(features: Any) -> Any:
         return features
     array = np.asarray(features)
     if array.ndim != 2:
-        raise ModelCheckError(
+        raise CheckInputRefused(
             f"features must be a 2-D table, got {array.ndim} dimension(s)",
             hint="pass a pandas DataFrame, a pyarrow Table or a 2-D numpy array",
         )
@@ -53,7 +54,7 @@ class ModelData:
         frame = _as_frame_or_array(features)
         vector = _as_vector(target)
         if vector is not None and len(vector) != len(frame):
-            raise ModelCheckError(
+            raise CheckInputRefused(
                 f"target has {len(vector)} rows but features have {len(frame)}",
                 hint="pass the target column of the same rows",
             )
@@ -67,14 +68,14 @@ class ModelData:
         """Split a DataFrame or Arrow table into features and the named target column."""
         frame = table.to_pandas() if isinstance(table, pa.Table | pa.RecordBatch) else table
         if not isinstance(frame, pd.DataFrame):
-            raise ModelCheckError(
+            raise CheckInputRefused(
                 "from_table needs a pandas DataFrame or a pyarrow Table",
                 hint="build ModelData(features, target) from arrays instead",
             )
         names = list(features) if features is not None else [c for c in frame if c != target]
         missing = [n for n in [*names, *([target] if target else [])] if n not in frame]
         if missing:
-            raise ModelCheckError(
+            raise CheckInputRefused(
                 f"column(s) not in the table: {', '.join(map(str, missing))}",
                 hint="name columns that the training table has",
             )

@@ -7,13 +7,13 @@ hundreds of rows), never from a training row. It travels with the released model
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import sklearn
 
-from egress.models.findings import ModelFinding
+from .findings import ModelFinding
 
 __all__ = ["ModelCard", "describe_params"]
 
@@ -115,8 +115,39 @@ class ModelCard:
             },
         )
 
+    @staticmethod
+    def unexamined(
+        *, blob_sha256: str, blob_bytes: int, findings: list[ModelFinding], rows: tuple[int, int]
+    ) -> ModelCard:
+        """A card for a model the checks could not examine: what is known, and why not."""
+        return ModelCard(
+            model_class="unknown",
+            structure=[],
+            hyperparameters={},
+            parameters=0,
+            training_rows=rows[0],
+            holdout_rows=rows[1],
+            features=0,
+            metrics={},
+            checks=[
+                {"check": f.check, "severity": f.severity, "evidence": f.evidence} for f in findings
+            ],
+            verdict="block",
+            dp_epsilon=None,
+            dp_classes=[],
+            format={"format": "skops", "sha256": blob_sha256, "bytes": blob_bytes},
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ModelCard:
+        """The card :meth:`to_dict` wrote (a check job's report, read by the host)."""
+        names = {f.name for f in fields(cls)}
+        if not isinstance(raw, dict) or not set(raw) <= names:
+            raise ValueError("not a model card")
+        return cls(**raw)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=2, sort_keys=True)

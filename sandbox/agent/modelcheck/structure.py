@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from egress.models.findings import ModelFinding
-from egress.models.state import iter_objects, safe_path
+from .findings import ModelFinding
+from .state import iter_objects, safe_path
 
 __all__ = ["ROW_STORING_CLASSES", "check_leaf_sizes", "check_per_row", "check_row_storing_classes"]
 

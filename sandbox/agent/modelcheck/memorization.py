@@ -34,10 +34,10 @@ import pyarrow.compute as pc
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
-from egress.models.data import ModelData
-from egress.models.findings import ModelFinding, Severity
-from egress.models.state import Leaf, iter_leaves, safe_path
-from egress.models.thresholds import ModelThresholds
+from .data import ModelData
+from .findings import ModelFinding, Severity
+from .state import Leaf, iter_leaves, safe_path
+from .thresholds import ModelThresholds
 
 __all__ = [
     "check_identifiers",

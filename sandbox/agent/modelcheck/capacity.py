@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from egress.models.findings import ModelFinding
-from egress.models.state import iter_objects
+from .findings import ModelFinding
+from .state import iter_objects
 
 __all__ = ["check_capacity", "count_parameters"]
 

@@ -33,10 +33,10 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from egress.models.data import ModelData
-from egress.models.findings import ModelFinding
-from egress.models.memorization import fit_like_training
-from egress.models.thresholds import ModelThresholds
+from .data import ModelData
+from .findings import ModelFinding
+from .memorization import fit_like_training
+from .thresholds import ModelThresholds
 
 __all__ = ["AttackResult", "check_membership", "row_losses", "run_attacks"]
 
@@ -57,6 +57,17 @@ class AttackResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> AttackResult:
+        return cls(
+            attack=str(raw["attack"]),
+            auc=float(raw["auc"]),
+            advantage=float(raw["advantage"]),
+            noise_floor=float(raw["noise_floor"]),
+            members=int(raw["members"]),
+            non_members=int(raw["non_members"]),
+        )
 
 
 def _class_index(model: Any, y: Any) -> np.ndarray[Any, np.dtype[np.intp]]:

@@ -1,7 +1,8 @@
 """``check_model``: every model check on one released model, and the report they make.
 
-The orchestrator calls this as trusted code next to the data, after the sandbox has
-returned a skops blob and before a reviewer sees the job. Order matters only for cost:
+A check job (:mod:`.job`) calls this as trusted code in a sandbox next to the decrypted
+sample, after the operator's sandbox has returned a skops blob and before a reviewer sees
+the job. Order matters only for cost:
 cheap structural checks first; the refit and the attacks (which retrain) last.
 """
 
@@ -16,20 +17,19 @@ import numpy as np
 from sklearn.base import is_classifier, is_regressor
 from sklearn.metrics import accuracy_score, mean_absolute_error, r2_score, roc_auc_score
 
-from egress.checks import Finding
-from egress.models.capacity import check_capacity, count_parameters
-from egress.models.card import ModelCard
-from egress.models.data import ModelData
-from egress.models.dp import check_dp, check_dp_bounds
-from egress.models.findings import SEVERITY_ORDER, ModelFinding, Verdict, verdict_of
-from egress.models.membership import AttackResult, check_membership
-from egress.models.memorization import check_identifiers, check_refit, check_training_rows
-from egress.models.safe_format import load_model_safely, model_sha256
-from egress.models.state import iter_leaves
-from egress.models.structure import check_leaf_sizes, check_per_row, check_row_storing_classes
-from egress.models.thresholds import ModelThresholds
+from .capacity import check_capacity, count_parameters
+from .card import ModelCard
+from .data import ModelData
+from .dp import check_dp, check_dp_bounds
+from .findings import SEVERITY_ORDER, ModelFinding, Verdict, verdict_of
+from .membership import AttackResult, check_membership
+from .memorization import check_identifiers, check_refit, check_training_rows
+from .safe_format import model_sha256
+from .state import iter_leaves
+from .structure import check_leaf_sizes, check_per_row, check_row_storing_classes
+from .thresholds import ModelThresholds
 
-__all__ = ["ModelCheckReport", "check_loaded_model", "check_model", "model_metrics"]
+__all__ = ["ModelCheckReport", "check_loaded_model", "model_metrics"]
 
 _REVIEW = ModelFinding(
     check="model.review_required",
@@ -55,10 +55,6 @@ class ModelCheckReport:
     def blocking(self) -> tuple[ModelFinding, ...]:
         return tuple(f for f in self.findings if f.severity == "block")
 
-    def egress_findings(self) -> list[Finding]:
-        """The findings in the egress report's shape, for ``build_report(precomputed=...)``."""
-        return [f.to_finding() for f in self.findings]
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "verdict": self.verdict,
@@ -68,6 +64,26 @@ class ModelCheckReport:
             "card": self.card.to_dict(),
             "timings_s": dict(self.timings_s),
         }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ModelCheckReport:
+        """The report :meth:`to_dict` wrote; raises ValueError/KeyError/TypeError on
+        anything else (the host reads it from a sandbox, so it checks the shape)."""
+        verdict = raw["verdict"]
+        if verdict not in ("block", "review"):
+            raise ValueError("unknown verdict")
+        eps = raw["dp_epsilon"]
+        findings = tuple(ModelFinding.from_dict(f) for f in raw["findings"])
+        if verdict != verdict_of(findings):
+            raise ValueError("the verdict does not follow from the findings")
+        return cls(
+            verdict=verdict,
+            findings=findings,
+            membership=tuple(AttackResult.from_dict(a) for a in raw["membership"]),
+            dp_epsilon=None if eps is None else float(eps),
+            card=ModelCard.from_dict(raw["card"]),
+            timings_s={str(k): float(v) for k, v in dict(raw.get("timings_s", {})).items()},
+        )
 
 
 def model_metrics(
@@ -192,33 +208,4 @@ def check_loaded_model(
         dp_epsilon=dp.epsilon if dp else None,
         card=card,
         timings_s=timings,
-    )
-
-
-def check_model(
-    blob: bytes,
-    train: ModelData,
-    holdout: ModelData,
-    identifiers: Mapping[str, Iterable[object]],
-    thresholds: ModelThresholds | None = None,
-) -> ModelCheckReport:
-    """Load a released model safely and run every model check on it.
-
-    ``train`` must be the rows the sandbox trained on, in the same order (the refit
-    compares against them); ``holdout`` rows the model never saw; ``identifiers`` maps an
-    identifier column (or ``"canary"``) to its values. Raises ``egress.model_format`` for a
-    pickle or a skops file with types outside the allow-list.
-    """
-    limits = thresholds or ModelThresholds()
-    t = time.perf_counter()
-    model = load_model_safely(blob, max_model_bytes=limits.max_model_bytes)
-    load_s = round(time.perf_counter() - t, 4)
-    report = check_loaded_model(model, train, holdout, identifiers, limits, blob=blob)
-    return ModelCheckReport(
-        verdict=report.verdict,
-        findings=report.findings,
-        membership=report.membership,
-        dp_epsilon=report.dp_epsilon,
-        card=report.card,
-        timings_s={"load": load_s, **report.timings_s},
     )
