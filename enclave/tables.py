@@ -82,7 +82,7 @@ jobs = sa.Table(
     "jobs",
     metadata,
     sa.Column("id", sa.String(64), primary_key=True),  # "J-<uuid hex>"
-    sa.Column("scenario_id", sa.String(64), nullable=False, index=True),
+    sa.Column("scenario_id", sa.String(64), nullable=False),
     sa.Column("submitter", sa.String(128), nullable=False),  # user id
     sa.Column("kind", sa.String(16), nullable=False),  # sql | python
     sa.Column("output_mode", sa.String(32), nullable=False),  # dp_aggregate|sdc_aggregate|model
@@ -96,6 +96,11 @@ jobs = sa.Table(
     sa.Column("result", sa.LargeBinary, nullable=True),  # gated output, encrypted at rest
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # Scenario then state: every submit counts the scenario's jobs in progress (the
+    # per-scenario concurrency limit). With an index on scenario_id alone SQLite walked
+    # all the scenario's jobs, finished ones included: 2.5 ms a submit at 7,000 jobs,
+    # growing with history. The prefix still serves lookups by scenario alone.
+    sa.Index("ix_jobs_scenario_id_state", "scenario_id", "state"),
 )
 
 audit_log = sa.Table(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 13:46:30.270941
+Create Date: 2026-11-22 17:06:01.185387
 """
 from __future__ import annotations
 
@@ -238,7 +238,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_jobs'))
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_jobs_scenario_id'), ['scenario_id'], unique=False)
+        batch_op.create_index('ix_jobs_scenario_id_state', ['scenario_id', 'state'], unique=False)
         batch_op.create_index(batch_op.f('ix_jobs_state'), ['state'], unique=False)
 
     op.create_table('key_releases',
@@ -419,7 +419,7 @@ def downgrade() -> None:
     op.drop_table('key_releases')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_jobs_state'))
-        batch_op.drop_index(batch_op.f('ix_jobs_scenario_id'))
+        batch_op.drop_index('ix_jobs_scenario_id_state')
 
     op.drop_table('jobs')
     with op.batch_alter_table('egress_reviews', schema=None) as batch_op:
