@@ -1,5 +1,6 @@
 """The analysis memo: the same SQL over the same catalogs is analyzed once; any change to a
-catalog, or a query that is refused, is analyzed afresh."""
+catalog, or a query that is refused, is analyzed afresh. Compiles are memoized the same way,
+by their arguments and the plan they compiled."""
 
 from __future__ import annotations
 
@@ -42,3 +43,24 @@ def test_a_refused_query_stays_refused() -> None:
     for _ in range(2):
         with pytest.raises(QueryRefused):
             analyze(bad, catalogs(residents_catalog()))
+
+
+def test_the_same_compile_twice_is_compiled_once() -> None:
+    a = compile_query(SQL, catalogs(residents_catalog()), epsilon=0.25, delta=1e-8, seed=7)
+    b = compile_query(SQL, catalogs(residents_catalog()), epsilon=0.25, delta=1e-8, seed=7)
+    assert b is a
+
+
+def test_any_changed_argument_or_catalog_compiles_afresh() -> None:
+    a = compile_query(SQL, catalogs(residents_catalog()), epsilon=1.0, delta=1e-8, seed=7)
+    others = [
+        compile_query(SQL, catalogs(residents_catalog()), epsilon=1, delta=1e-8, seed=7),
+        compile_query(SQL, catalogs(residents_catalog()), epsilon=1.0, delta=1e-7, seed=7),
+        compile_query(SQL, catalogs(residents_catalog()), epsilon=1.0, delta=1e-8, seed=8),
+        compile_query(SQL, catalogs(residents_catalog(version=2)), epsilon=1.0, delta=1e-8),
+        compile_query(SQL, catalogs(residents_catalog(max_rows=3)), epsilon=1.0, delta=1e-8),
+    ]
+    assert all(o is not a for o in others)
+    assert others[0].query_key != a.query_key  # ε 1 and 1.0 are different ledger keys
+    assert others[3].data_versions == {"residents": 2}
+    assert others[4].contribution_rows == 3
