@@ -283,6 +283,10 @@ def _scan(index: IdentifierIndex, raw: str) -> tuple[int, str] | None:
 
 def check_identifiers(output: OutputSpec, index: IdentifierIndex) -> list[Finding]:
     """Block when an identifying value or a canary appears anywhere in the output."""
+    if not (index.long or index.short or index.column_names or index.name_only):
+        # Nothing indexed (a DP answer's gate run): no value or name can match, so skip
+        # hashing every cell and its hex/base64 readings (about 0.5 ms a DP job).
+        return []
     findings: list[Finding] = []
     table = output.table
     measures = set(output.measures)
