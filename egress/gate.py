@@ -136,7 +136,9 @@ class Gate:
             job = get_job(conn, job_id)
             t = thresholds or self.thresholds(conn, job.scenario_id, datasets)
             history: DifferencingIndex | None = None
-            if datasets:
+            # DP outputs are exempt from differencing (check_differencing returns nothing
+            # for them), so an all-DP job skips reading and indexing the earlier releases.
+            if datasets and not all(o.is_dp for o in outputs):
                 history = self.history.index(conn, datasets, t.min_cell_units, exclude_job=job_id)
         return build_report(
             job_id,
