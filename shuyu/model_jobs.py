@@ -31,9 +31,9 @@ columns, read here from the source as a literal) and evaluated by trusted DuckDB
 from __future__ import annotations
 
 import ast
-import base64
 import dataclasses
 import logging
+import math
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +55,7 @@ from egress.models import (
     egress_findings,
     model_sha256,
     read_report,
+    schema_epsilon,
     thresholds_for,
 )
 from egress.models.output import model_output
@@ -491,22 +492,32 @@ def _identifier_columns(rec: DatasetRecord) -> list[str]:
 
 
 def _check(
-    domain: Domain, scenario: Scenario, job: Job, sb: Any, spec: JobSpec
+    domain: Domain, scenario: Scenario, job: Job, sb: Any, spec: JobSpec, blob: bytes
 ) -> ModelCheckReport:
     """Run the check job in a cold sandbox and read its report back.
 
     The sandbox is the only place the sample's rows exist: the worker sends the model and
     the split's statements, and gets back the findings, the card and the model's own ε.
     A check job that fails (a limit, a crash) fails the job like any sandbox failure; a
-    report that does not read blocks the model.
+    report that does not read blocks the model. The ε to charge is checked against the
+    model's skops schema, read here without loading the model: a charge does not rest on a
+    number written by a container that loaded the operator's file.
     """
     out = sb.run(spec, warm=False)
     try:
-        return read_report(out.reports["report"])
+        report = read_report(out.reports["report"])
+        if scenario.models.dp_training and report.dp_epsilon is not None:
+            declared = schema_epsilon(blob)
+            if declared is None or not math.isclose(declared, report.dp_epsilon, rel_tol=1e-9):
+                raise ModelCheckError(
+                    f"the check job reported epsilon {report.dp_epsilon:g}, but the model's "
+                    f"schema holds {declared}",
+                    hint="report it: the model stays blocked and nothing is charged",
+                )
+        return report
     except ModelCheckError as exc:
         log.warning("model check report of job %s refused: %s", job.id, exc.message)
         found = ModelFinding("model.checks_failed", "block", exc.message, exc.hint or "")
-        blob = base64.b64decode(str((spec.check or {})["model"]))
         card = ModelCard.unexamined(
             blob_sha256=model_sha256(blob), blob_bytes=len(blob), findings=[found], rows=(0, 0)
         )
@@ -633,7 +644,7 @@ def run_model_job(
     view_columns = [c for c, a in views[decl.table].actions.items() if a != "drop"]
     thresholds = _thresholds(domain, scenario, job)
     check = _check_spec(base, split, view_columns, rec, decl, blob, thresholds)
-    report = _check(domain, scenario, job, sb, check)
+    report = _check(domain, scenario, job, sb, check, blob)
     findings, card, dp_epsilon = egress_findings(report), report.card, report.dp_epsilon
     charge = None
     if scenario.models.dp_training and dp_epsilon is not None:

@@ -9,7 +9,12 @@ trusted callers that hold rows already (tests, benchmarks), with the host's erro
 
 from egress.models.findings import to_finding
 from egress.models.report import check_model, egress_findings, read_report
-from egress.models.safe_format import dump_model, load_model_safely, schema_types
+from egress.models.safe_format import (
+    dump_model,
+    load_model_safely,
+    schema_epsilon,
+    schema_types,
+)
 from egress.models.thresholds import thresholds_for
 from sandbox.agent.modelcheck.capacity import count_parameters
 from sandbox.agent.modelcheck.card import ModelCard
@@ -49,6 +54,7 @@ __all__ = [
     "load_model_safely",
     "model_sha256",
     "read_report",
+    "schema_epsilon",
     "schema_types",
     "thresholds_for",
     "to_finding",

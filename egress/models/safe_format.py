@@ -13,10 +13,11 @@ from typing import Any, TypeVar, cast
 
 from egress.errors import ModelFormatError
 from policies.errors import KINDS, ErrorKind
+from sandbox.agent.modelcheck import dp
 from sandbox.agent.modelcheck import safe_format as core
 from sandbox.agent.modelcheck.errors import FormatRefused
 
-__all__ = ["dump_model", "load_model_safely", "schema_types"]
+__all__ = ["dump_model", "load_model_safely", "schema_epsilon", "schema_types"]
 
 T = TypeVar("T")
 
@@ -43,6 +44,11 @@ def load_model_safely(
 def schema_types(blob: bytes, *, max_model_bytes: int = 2 * 1024**3) -> list[str]:
     """Every type the skops file names, sorted: what a reviewer reads to know what loads."""
     return _as_egress_error(lambda: core.schema_types(blob, max_model_bytes=max_model_bytes))
+
+
+def schema_epsilon(blob: bytes) -> float | None:
+    """The model's ε from its skops schema alone (no loading): what the host charges."""
+    return _as_egress_error(lambda: dp.schema_epsilon(core.model_schema(blob)))
 
 
 def dump_model(estimator: Any) -> bytes:

@@ -41,6 +41,7 @@ is smaller than its stated ε implies cannot be told apart from one value alone.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -413,3 +414,53 @@ def check_dp_bounds(
             )
         )
     return findings
+
+
+def _schema_epsilon_attr(node: dict[str, Any]) -> str | None:
+    kind = f"{node.get('__module__')}.{node.get('__class__')}"
+    if kind in DP_CLASSES:
+        return DP_CLASSES[kind]
+    return next((a for p, a in _DP_MODULE_PREFIXES.items() if kind.startswith(p)), None)
+
+
+def _schema_number(node: object) -> float | None:
+    """A number as skops writes it in ``schema.json`` (a JSON node whose content is text)."""
+    if not isinstance(node, dict) or node.get("__class__") not in ("float", "int", "str"):
+        return None
+    try:
+        value = float(json.loads(node["content"]) if node.get("is_json") else node["content"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def schema_epsilon(schema: object) -> float | None:
+    """The model's ε read from the skops schema alone, without loading the model: the sum
+    over the outermost DP objects, as :func:`find_dp_model` counts it on the loaded model.
+
+    The host uses it to check the ε a check job reports before charging it: the charge must
+    not rest on a number a container that loaded an operator's file wrote.
+    """
+    found: list[float] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+            return
+        if not isinstance(node, dict):
+            return
+        attr = _schema_epsilon_attr(node)
+        content = node.get("content")
+        if isinstance(content, dict) and isinstance(content.get("content"), dict):
+            content = content["content"]  # an object's attributes are a DictNode
+        if attr is not None and isinstance(content, dict):
+            value = _schema_number(content.get(attr))
+            if value is not None:
+                found.append(value)
+                return  # its trees or steps are accounted by it
+        for value in node.values():
+            walk(value)
+
+    walk(schema)
+    return math.fsum(found) if found else None

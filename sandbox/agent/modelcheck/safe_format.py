@@ -147,11 +147,22 @@ def _types_in(node: Any) -> Iterator[str]:
             yield from _types_in(value)
 
 
+def model_schema(blob: bytes, *, max_model_bytes: int = 2 * 1024**3) -> Any:
+    """The skops file's ``schema.json``, parsed: plain JSON, read without loading the model."""
+    archive = _open_zip(blob, max_model_bytes)
+    try:
+        return json.loads(archive.read("schema.json"))
+    except ValueError as exc:
+        raise FormatRefused(
+            "the skops schema is not JSON",
+            hint="save the model again with skops.io.dump",
+            details={"format": "zip"},
+        ) from exc
+
+
 def schema_types(blob: bytes, *, max_model_bytes: int = 2 * 1024**3) -> list[str]:
     """Every type the skops file names, sorted: what a reviewer reads to know what loads."""
-    archive = _open_zip(blob, max_model_bytes)
-    schema = json.loads(archive.read("schema.json"))
-    return sorted(set(_types_in(schema)))
+    return sorted(set(_types_in(model_schema(blob, max_model_bytes=max_model_bytes))))
 
 
 def load_model_safely(
