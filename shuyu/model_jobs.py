@@ -491,9 +491,7 @@ def _identifier_columns(rec: DatasetRecord) -> list[str]:
     return sorted(names)
 
 
-def _check(
-    domain: Domain, scenario: Scenario, job: Job, sb: Any, spec: JobSpec, blob: bytes
-) -> ModelCheckReport:
+def _check(scenario: Scenario, job: Job, sb: Any, spec: JobSpec, blob: bytes) -> ModelCheckReport:
     """Run the check job in a cold sandbox and read its report back.
 
     The sandbox is the only place the sample's rows exist: the worker sends the model and
@@ -644,7 +642,7 @@ def run_model_job(
     view_columns = [c for c, a in views[decl.table].actions.items() if a != "drop"]
     thresholds = _thresholds(domain, scenario, job)
     check = _check_spec(base, split, view_columns, rec, decl, blob, thresholds)
-    report = _check(domain, scenario, job, sb, check, blob)
+    report = _check(scenario, job, sb, check, blob)
     findings, card, dp_epsilon = egress_findings(report), report.card, report.dp_epsilon
     charge = None
     if scenario.models.dp_training and dp_epsilon is not None:

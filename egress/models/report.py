@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterable, Mapping
 
 from egress.checks import Finding
@@ -78,8 +79,6 @@ def check_model(
     maps an identifier column (or ``"canary"``) to its values. Raises
     ``egress.model_format`` for a pickle or a skops file with types outside the allow-list.
     """
-    import time
-
     limits = thresholds or ModelThresholds()
     t = time.perf_counter()
     model = load_model_safely(blob, max_model_bytes=limits.max_model_bytes)

@@ -68,7 +68,7 @@ def _checked(blob: bytes, report: dict[str, Any]) -> Any:
     )
     scenario = SimpleNamespace(models=SimpleNamespace(dp_training=True))
     job = SimpleNamespace(id="J-test")
-    return model_jobs._check(None, scenario, job, sandbox, None, blob)  # type: ignore[arg-type]
+    return model_jobs._check(scenario, job, sandbox, None, blob)  # type: ignore[arg-type]
 
 
 def test_a_report_that_understates_epsilon_blocks_the_model() -> None:
