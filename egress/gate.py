@@ -269,9 +269,12 @@ class Gate:
             if where == "pending_review":
                 transition(conn, self.audit, job_id, "pending_review", actor=actor)
                 return GateResult(job_id, where, report.verdict, sha, needed)
-        from egress.release import release_job
+            from egress.release import Held, release_job
 
-        rel = release_job(self, job_id, actor=actor, auto=True)
+            # The job as this transaction leaves it (gated; a model's on_hold may have
+            # written its spend into the params), for the release's manifest.
+            held = Held(get_job(conn, job_id), outputs, report, sha, needed)
+        rel = release_job(self, job_id, actor=actor, auto=True, held=held)
         return GateResult(job_id, where, report.verdict, sha, needed, rel.release_id)
 
     def process(

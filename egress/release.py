@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -50,13 +51,17 @@ from enclave.signing import verify_signature
 from enclave.tables import datasets
 
 if TYPE_CHECKING:
+    from egress.checks import OutputSpec
     from egress.gate import Gate
+    from egress.report import EgressReport
+    from enclave.jobstore import Job
 
 __all__ = [
     "FORMAT",
     "MANIFEST",
     "PUBLIC_KEY",
     "SIGNATURE",
+    "Held",
     "Release",
     "ReleaseVerification",
     "download_release",
@@ -79,6 +84,18 @@ class Release:
     path: Path
     manifest_sha256: str
     auto: bool
+
+
+@dataclass(frozen=True)
+class Held:
+    """What the gate's transaction has just kept for a job, as it committed: handed to the
+    job's auto-release so the release does not read back and decrypt what is in memory."""
+
+    job: Job
+    outputs: Sequence[OutputSpec]
+    report: EgressReport
+    report_sha256: str
+    required_reviewers: int
 
 
 def _sha256(path: Path) -> str:
@@ -126,13 +143,18 @@ def release_job(
     actor: str,
     auto: bool = False,
     formats: tuple[str, ...] = _FORMATS,
+    held: Held | None = None,
 ) -> Release:
-    """Package, sign, register and release an approved job's outputs; idempotent."""
+    """Package, sign, register and release an approved job's outputs; idempotent.
+
+    ``held`` is what the gate kept for this job in the transaction that just committed
+    (the gate's auto-release); without it the job, outputs and report are read back.
+    """
     with gate.engine.connect() as conn:
         done = _existing(conn, job_id)
         if done is not None:
             return done
-        job = get_job(conn, job_id)
+        job = held.job if held is not None else get_job(conn, job_id)
         if not auto:
             gate.check_actor(conn, actor, "release.create")
         allowed = "gated" if auto else "approved"
@@ -144,16 +166,19 @@ def release_job(
                 kind="conflict",
                 hint="a job is released once its reviewers approve it; rejected jobs never are",
             )
-        outputs = gate.load_outputs(conn, job_id)
-        stored = gate.stored_report(conn, job_id)
-        if not outputs or stored is None:
-            raise ReleaseError(
-                f"job {job_id} has no held outputs to release",
-                code="egress.nothing_to_release",
-                kind="conflict",
-                hint="only outputs that passed the gate are held for release",
-            )
-        report, report_row = stored
+        if held is not None:
+            outputs, report = list(held.outputs), held.report
+            report_sha256, required_reviewers = held.report_sha256, held.required_reviewers
+        else:
+            outputs = gate.load_outputs(conn, job_id)
+            stored = gate.stored_report(conn, job_id)
+            if stored is None:
+                raise _nothing_to_release(job_id)
+            report, report_row = stored
+            report_sha256 = report_row.report_sha256
+            required_reviewers = int(report_row.required_reviewers)
+        if not outputs:
+            raise _nothing_to_release(job_id)
         scenario = gate.scenario(conn, job.scenario_id)
         sources = _sources(conn, report.datasets)
         reviews = [
@@ -235,7 +260,7 @@ def release_job(
             "datasets": sources,
             "checks": {
                 "verdict": report.verdict,
-                "report_sha256": report_row.report_sha256,
+                "report_sha256": report_sha256,
                 "counts": report.counts(),
                 "thresholds": report.thresholds.to_dict(),
                 "outputs": [
@@ -250,7 +275,7 @@ def release_job(
             "dp_cost": dp_cost,
             "review": {
                 "auto_released": auto,
-                "required_reviewers": 0 if auto else int(report_row.required_reviewers),
+                "required_reviewers": 0 if auto else required_reviewers,
                 "reviewers": reviews,
             },
             "files": files,
@@ -326,6 +351,15 @@ def release_job(
         shutil.rmtree(root, ignore_errors=True)
         raise
     return Release(release_id, job_id, root, manifest_sha, auto)
+
+
+def _nothing_to_release(job_id: str) -> ReleaseError:
+    return ReleaseError(
+        f"job {job_id} has no held outputs to release",
+        code="egress.nothing_to_release",
+        kind="conflict",
+        hint="only outputs that passed the gate are held for release",
+    )
 
 
 def _sources(conn: sa.Connection, names: list[str]) -> list[dict[str, Any]]:

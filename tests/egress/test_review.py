@@ -295,6 +295,39 @@ def test_a_clean_dp_output_auto_releases_when_the_scenario_allows(world: World) 
     assert world.state(job) == "auto_released"
 
 
+def test_an_auto_release_packages_exactly_what_the_gate_kept(world: World) -> None:
+    """The gate hands its auto-release what it just kept, in memory; the folder must hold
+    the very report and table that are stored, as a reviewer's release would."""
+    import hashlib
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from egress.registry import release_path
+    from egress.release import verify_release
+
+    out = aggregate(world.conn, ["district"], [COUNT], mode="dp_aggregate")
+    job = computed_job(world.domain, output_mode="dp_aggregate", params={"datasets": ["people"]})
+    gate = world.domain.gate
+    result = gate.process(
+        job, [out], identifiers=world.index, sources=world.sources, auto_release_clean_dp=True
+    )
+    assert result.release_id is not None
+    with world.domain.engine.connect() as c:
+        stored = gate.stored_report(c, job)
+        [kept] = gate.load_outputs(c, job)
+        folder = Path(release_path(c, result.release_id))
+    assert stored is not None
+    report_text = (folder / "report.json").read_text(encoding="utf-8").rstrip("\n")
+    assert hashlib.sha256(report_text.encode()).hexdigest() == stored[1].report_sha256
+    assert json.loads(report_text) == stored[0].to_dict()
+    assert pq.read_table(folder / "data" / "result.parquet").equals(kept.table)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["job"]["id"] == job and manifest["review"]["auto_released"] is True
+    assert manifest["checks"]["report_sha256"] == result.report_sha256
+    assert verify_release(folder, gate.signer.public_key_hex).ok
+
+
 # --- differencing through the history -----------------------------------------------------------
 
 
