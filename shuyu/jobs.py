@@ -22,7 +22,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
@@ -69,8 +69,12 @@ _SDC_MEASURES: dict[str, MeasureKind] = {"count": "count", "sum": "sum", "avg": 
 # --- reading the query -------------------------------------------------------------------
 
 
-def _catalog_for(domain: Domain) -> Callable[[str], DatasetCatalog]:
-    records: dict[str, DatasetRecord] = {}
+def _catalog_for(
+    domain: Domain, records: dict[str, DatasetRecord] | None = None
+) -> Callable[[str], DatasetCatalog]:
+    """Catalogs by dataset name; each record read once, kept in ``records``."""
+    if records is None:
+        records = {}
 
     def lookup(name: str) -> DatasetCatalog:
         rec = records.get(name)
@@ -128,6 +132,9 @@ class _Prepared:
     columns: dict[str, set[str]]
     compiled: CompiledQuery | None = None
     plan: Plan | None = None
+    # The dataset records the query was compiled against, by name: the run reads and
+    # decrypts exactly these versions (and does not read the catalog a third time).
+    records: dict[str, DatasetRecord] = field(default_factory=dict)
 
 
 def _prepare(
@@ -141,8 +148,9 @@ def _prepare(
     if job_kind == "python":
         # A Python job sees its scenario's datasets, as the desensitized sample view's columns.
         return _Prepared({name: set(scope.columns) for name, scope in s.datasets.items()})
+    records: dict[str, DatasetRecord] = {}
     if output_mode == "dp_aggregate":
-        catalog_for = _catalog_for(domain)
+        catalog_for = _catalog_for(domain, records)
         compiled = compile_query(
             code,
             catalog_for,
@@ -152,11 +160,11 @@ def _prepare(
             seed=int(params["seed"]),
         )
         plan = analyze(code, catalog_for)
-        return _Prepared(_columns_of(plan), compiled=compiled, plan=plan)
+        return _Prepared(_columns_of(plan), compiled=compiled, plan=plan, records=records)
     if output_mode == "sdc_aggregate":
-        plan = analyze(code, _catalog_for(domain))
+        plan = analyze(code, _catalog_for(domain, records))
         _sdc_shape(plan)  # refuse early what the statistics query cannot express
-        return _Prepared(_columns_of(plan), plan=plan)
+        return _Prepared(_columns_of(plan), plan=plan, records=records)
     raise QueryRefused(
         f"a SQL job cannot have output mode {output_mode!r}",
         hint="SQL jobs release dp_aggregate or sdc_aggregate outputs; models come from Python jobs",
@@ -577,7 +585,9 @@ def _decide_again(
 
 
 def _run(domain: Domain, job: Job, s: Scenario, prepared: _Prepared) -> None:
-    records = {name: domain.store.get(name) for name in prepared.columns}
+    records = {
+        name: prepared.records.get(name) or domain.store.get(name) for name in prepared.columns
+    }
     sb = domain.sandboxes
     if prepared.compiled is not None:
         _run_dp(domain, job, s, prepared.compiled, prepared, records, sb)
