@@ -65,6 +65,7 @@ from enclave.store import DatasetRecord
 from policies.desensitize import SampleView, quote_ident
 from policies.scenario import Scenario
 from sandbox.agent.modelcheck.job import CheckRequest
+from sandbox.errors import LimitExceeded, SandboxError
 from sandbox.job import JobSpec, Prelude
 from shuyu.context import Domain
 from shuyu.errors import ServiceError
@@ -501,7 +502,16 @@ def _check(scenario: Scenario, job: Job, sb: Any, spec: JobSpec, blob: bytes) ->
     model's skops schema, read here without loading the model: a charge does not rest on a
     number written by a container that loaded the operator's file.
     """
-    out = sb.run(spec, warm=False)
+    try:
+        out = sb.run(spec, warm=False)
+    except SandboxError as exc:
+        # the operator's code did not run here: say that the checks hit the limit
+        raise type(exc)(
+            f"the model checks (in a sandbox of their own) stopped: {exc.message}",
+            code=exc.code,
+            hint=_CHECK_LIMIT_HINT if isinstance(exc, LimitExceeded) else exc.hint,
+            details={**exc.details, "stage": "model_checks"},
+        ) from None
     try:
         report = read_report(out.reports["report"])
         if scenario.models.dp_training and report.dp_epsilon is not None:
@@ -520,6 +530,13 @@ def _check(scenario: Scenario, job: Job, sb: Any, spec: JobSpec, blob: bytes) ->
             blob_sha256=model_sha256(blob), blob_bytes=len(blob), findings=[found], rows=(0, 0)
         )
         return ModelCheckReport("block", (found,), (), None, card)
+
+
+_CHECK_LIMIT_HINT = (
+    "the checks load the model, refit it and attack it on up to 5,000 persons a side: "
+    "release a smaller model (fewer trees, fewer features), or ask the platform's operators "
+    "to raise SHUYU_SANDBOX_MEMORY_BYTES or SHUYU_SANDBOX_TIMEOUT_S"
+)
 
 
 def _thresholds(domain: Domain, scenario: Scenario, job: Job) -> ModelThresholds:

@@ -88,3 +88,20 @@ def test_a_report_that_understates_epsilon_blocks_the_model() -> None:
     assert blocked.verdict == "block" and blocked.dp_epsilon is None
     assert [f.check for f in blocked.findings] == ["model.checks_failed"]
     assert "0.01" in blocked.findings[0].evidence
+
+
+def test_a_check_job_that_hits_a_limit_says_the_checks_did_not_the_operators_code() -> None:
+    from sandbox.errors import LimitExceeded
+    from sandbox.outcome import limit_exceeded
+
+    def run(spec: Any, warm: bool) -> Any:
+        raise limit_exceeded("memory")
+
+    scenario = SimpleNamespace(models=SimpleNamespace(dp_training=False))
+    with pytest.raises(LimitExceeded) as err:
+        model_jobs._check(scenario, SimpleNamespace(id="J-t"), SimpleNamespace(run=run), None, b"")  # type: ignore[arg-type]
+    assert err.value.code == "sandbox.limit.memory"
+    assert "model checks" in err.value.message and "SHUYU_SANDBOX_MEMORY_BYTES" in (
+        err.value.hint or ""
+    )
+    assert err.value.details == {"limit": "memory", "stage": "model_checks"}
