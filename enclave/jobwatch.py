@@ -73,9 +73,10 @@ class JobWatch:
         if not changes:
             return
         job_ids = set(changes)
+        runnable = sum(1 for state in changes.values() if state == RUNNABLE)
         with self._cond:
             self._generation += 1
-            if RUNNABLE in changes.values():
+            if runnable:
                 self._queued += 1
             for job_id in job_ids:
                 self._changed[job_id] = self._generation
@@ -83,7 +84,12 @@ class JobWatch:
                 oldest = sorted(self._changed, key=self._changed.__getitem__)[:5_000]
                 for job_id in oldest:
                     del self._changed[job_id]
-            self._cond.notify_all()
+            # Only job runners sleep on the condition, and only for runnable jobs: wake one
+            # idle worker per job that became runnable. Waking every worker on every change
+            # of any job sent the others to look for work that was not there (a query
+            # each; about four looks per job with three workers).
+            if runnable:
+                self._cond.notify(runnable)
             woken = [w for job_id in job_ids for w in self._async.get(job_id, ())]
         for loop, event in woken:
             loop.call_soon_threadsafe(event.set)

@@ -63,3 +63,31 @@ def test_a_job_runner_is_woken_only_by_a_job_becoming_runnable(domain: Domain) -
     with domain.engine.begin() as conn:
         transition(conn, domain.audit, job_id, "running", actor="system")
     assert watch.queued == queued + 1
+
+
+def test_one_runnable_job_wakes_one_idle_worker(domain: Domain) -> None:
+    """Idle workers are not all sent looking for one job (each look is a query)."""
+    watch = domain.job_watch
+    queued = watch.queued
+    woken: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        after = watch.wait_runnable(queued, 1.5)
+        if after > queued:
+            with lock:
+                woken.append(after)
+
+    workers = [threading.Thread(target=worker) for _ in range(3)]
+    for w in workers:
+        w.start()
+    deadline = time.monotonic() + 5
+    while len(watch._cond._waiters) < 3 and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.01)  # until all three sleep on the condition (CPython's waiter list)
+    watch.notify({"J-other": "running"})  # not runnable: wakes none
+    watch.notify({"J-new": "authorized"})
+    time.sleep(0.3)
+    with lock:
+        assert len(woken) == 1  # the other two still sleep until their timeout
+    for w in workers:
+        w.join()
