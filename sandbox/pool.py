@@ -16,6 +16,12 @@ the **same operator under the same scenario** skip decryption. Rules:
 * ``size`` idle containers are kept ready; ``size=0`` disables the pool
   (:attr:`WarmPool.enabled` is False and jobs run cold).
 
+*Spares* serve jobs that must run cold (Python and model-check jobs): ``spares`` one-shot
+agents (``python -m agent --preload``) are started ahead with every library imported. A
+cold job takes one (:meth:`WarmPool.run_fresh`): it is a fresh container, like any cold
+one, answers that one job and is destroyed; it never held data or keys before the job.
+What it saves is the container start and ~2 s of imports.
+
 :class:`PoolExecutor` puts the same executor contract on top, so the orchestrator runs a
 job the same way warm or cold.
 """
@@ -126,6 +132,7 @@ class WarmPool:
         *,
         size: int,
         idle_s: float,
+        spares: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
@@ -137,6 +144,8 @@ class WarmPool:
         self._clock = clock
         self._lock = threading.Lock()
         self._idle: list[WarmSandbox] = []
+        self._spare_size = spares
+        self._spares: list[WarmSandbox] = []
         self._sessions: dict[tuple[str, str], WarmSandbox] = {}
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
@@ -182,36 +191,40 @@ class WarmPool:
         for thread in list(self._threads):
             thread.join(timeout=_HELLO_TIMEOUT_S)
         with self._lock:
-            doomed = self._idle + list(self._sessions.values())
-            self._idle, self._sessions = [], {}
+            doomed = self._idle + self._spares + list(self._sessions.values())
+            self._idle, self._spares, self._sessions = [], [], {}
         for warm in doomed:
             self._destroy(warm)
 
     def fill(self) -> None:
-        """Start warm sandboxes until ``size`` idle ones are ready."""
-        while self.enabled and not self._stop.is_set():
-            with self._lock:
-                if len(self._idle) >= self._size:
-                    return
-            try:
-                warm = self._spawn()
-            except SandboxError:
-                warm = self._spawn()  # one retry: a busy engine can lose a start
-            with self._lock:
-                if not self._stop.is_set():
-                    self._idle.append(warm)
-                    continue
-            self._destroy(warm)  # the pool closed while this one started
-            return
+        """Start warm sandboxes until ``size`` idle ones and ``spares`` spares are ready."""
+        for spare in (False, True):
+            ready = self._spares if spare else self._idle
+            size = self._spare_size if spare else self._size
+            while self.enabled and not self._stop.is_set():
+                with self._lock:
+                    if len(ready) >= size:
+                        break
+                try:
+                    warm = self._spawn(spare=spare)
+                except SandboxError:
+                    warm = self._spawn(spare=spare)  # one retry: a busy engine can lose a start
+                with self._lock:
+                    if not self._stop.is_set():
+                        ready.append(warm)
+                        continue
+                self._destroy(warm)  # the pool closed while this one started
+                return
 
-    def _spawn(self) -> WarmSandbox:
+    def _spawn(self, spare: bool = False) -> WarmSandbox:
         gid = SANDBOX_GID if _is_root() else self._store.stat().st_gid
+        role = "spare" if spare else "warm"
         try:
             container = self._client.containers.create(
                 self._image_id,
-                command=["--loop"],
-                name=f"shuyu-warm-{uuid.uuid4().hex[:12]}",
-                labels={LABEL_ROLE: "warm", LABEL_POOL: self.pool_id, LABEL_OWNER: owner_label()},
+                command=["--preload"] if spare else ["--loop"],
+                name=f"shuyu-{role}-{uuid.uuid4().hex[:12]}",
+                labels={LABEL_ROLE: role, LABEL_POOL: self.pool_id, LABEL_OWNER: owner_label()},
                 **hardened_container_config(self._limits, self._store, store_gid=gid),
             )
             stream = SandboxStream(self._client, container.id)
@@ -322,6 +335,26 @@ class WarmPool:
                 finally:
                     self.release(warm)
             return to_output(frames, spec.kind, size)
+
+    def run_fresh(self, spec: JobSpec) -> Any:
+        """Run one job in a sandbox of its own that is destroyed after it (a cold job's
+        guarantees), on a spare started ahead when one is ready; a validated JobOutput."""
+        with self._lock:
+            spare = self._spares.pop(0) if self._spares else None
+        if spare is None:
+            spare = self._spawn(spare=True)  # none ready: as slow as a cold start
+        else:
+            self._refill_later()
+        try:
+            frames, size = spare.run(spec, self._limits, self._store)
+        finally:
+            self._destroy(spare)  # one job, then gone, whatever happened
+        return to_output(frames, spec.kind, size)
+
+    @property
+    def spare_count(self) -> int:
+        with self._lock:
+            return len(self._spares)
 
     def destroy_sessions(self, scenario_id: str) -> int:
         """Destroy every session of a scenario (suspended, revoked, expired); how many."""

@@ -77,6 +77,7 @@ class Sandboxes:
             s.store_dir,
             size=s.warm_pool_size,
             idle_s=s.warm_session_idle_s,
+            spares=s.cold_spares,
         )
         pool.start()
 
@@ -87,10 +88,20 @@ class Sandboxes:
         self._domain.scenarios.hooks.on_scenario_closed(close_sessions)
         return pool
 
+    @property
+    def started_pool(self) -> Any:
+        """The warm pool if this process has started it, else None (never starts one)."""
+        return self._pool
+
     def run(self, spec: JobSpec, *, warm: bool) -> JobOutput:
-        """Run one job: in the operator's warm session when allowed, else a cold container."""
+        """Run one job: in the operator's warm session when allowed, else in a container of
+        its own (a spare started ahead when the pool keeps them)."""
+        out: JobOutput
         if warm and self.pool is not None:
-            out: JobOutput = self.pool.run(spec)
+            out = self.pool.run(spec)
+            return out
+        if self._domain.settings.cold_spares > 0 and self.pool is not None:
+            out = self.pool.run_fresh(spec)
             return out
         from sandbox.docker_executor import DockerExecutor
         from sandbox.executor import run_job as run_in

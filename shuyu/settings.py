@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     warm_session_idle_s: float = Field(
         default=300.0, gt=0, description="A warm session is destroyed after this idle time."
     )
+    cold_spares: int = Field(
+        default=1,
+        ge=0,
+        description="One-shot sandboxes started ahead, libraries imported, for jobs that must "
+        "run cold (Python, model checks); each serves one job and is destroyed. Needs the warm "
+        "pool (warm_pool_size > 0); 0 starts every cold job from nothing.",
+    )
 
     # --- service -----------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Address `shuyu serve` binds.")

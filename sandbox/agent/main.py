@@ -1,10 +1,12 @@
 """The agent's loop: read a job line, answer with frames, (in loop mode) wait for the next.
 
-    python -m agent [--loop] [--data /data]
+    python -m agent [--loop | --preload] [--data /data]
 
 One-shot (the default, a cold sandbox): answer one job and exit — 0 when it succeeded,
-2 when it failed with an error code. Loop mode (a warm sandbox): answer jobs until stdin
-closes; decrypted tables stay in memory between the jobs of the session.
+2 when it failed with an error code. ``--preload``: the same, but every library a Python or
+check job needs is imported before the hello, so a sandbox started ahead of its job (a
+spare, ``sandbox.pool``) answers at once. Loop mode (a warm sandbox): answer jobs until
+stdin closes; decrypted tables stay in memory between the jobs of the session.
 
 The real stdout is kept only for frames: file descriptors 1 and 2 are pointed at
 /dev/null before anything else runs, so nothing a library prints can reach the host or
@@ -169,7 +171,7 @@ def _check_request(job: dict[str, Any]) -> Any:
     return parse_request(job.get("check"))
 
 
-def _preload(python_too: bool) -> None:
+def _preload(python_too: bool, checks_too: bool = False) -> None:
     """Import what jobs need before saying hello, so a warm sandbox answers at once."""
     import duckdb  # noqa: F401
     import pyarrow.parquet  # noqa: F401
@@ -180,12 +182,18 @@ def _preload(python_too: bool) -> None:
         import pandas  # noqa: F401
         import sklearn  # noqa: F401
 
-        from . import api, restricted  # noqa: F401
+        from . import api, prelude, restricted  # noqa: F401
+    if checks_too:
+        import skops.io  # noqa: F401
+
+        from .modelcheck import job  # noqa: F401
 
 
-def serve(stdin: BinaryIO, stdout: BinaryIO, data_root: Path, loop: bool) -> int:
+def serve(
+    stdin: BinaryIO, stdout: BinaryIO, data_root: Path, loop: bool, preload: bool = False
+) -> int:
     """Answer jobs from ``stdin`` on ``stdout``; returns the process exit code."""
-    _preload(python_too=loop)
+    _preload(python_too=loop or preload, checks_too=preload)
     stdout.write(encode_frame(b"H", "", hello_payload()))
     agent = Agent(data_root, keep_tables=loop)
     status = EXIT_OK
@@ -206,8 +214,9 @@ def serve(stdin: BinaryIO, stdout: BinaryIO, data_root: Path, loop: bool) -> int
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="agent", add_help=False)
     parser.add_argument("--loop", action="store_true")
+    parser.add_argument("--preload", action="store_true")
     parser.add_argument("--data", default="/data")
     args = parser.parse_args(argv)
     out = _protect_stdout()
     warnings.simplefilter("ignore")
-    sys.exit(serve(sys.stdin.buffer, out, Path(args.data), args.loop))
+    sys.exit(serve(sys.stdin.buffer, out, Path(args.data), args.loop, args.preload))

@@ -81,10 +81,16 @@ def _pool_probe(domain: Domain) -> Probe:
             value=domain.settings.warm_pool_size,
         )
         # Only a pool this process already started: a scrape must not start containers.
-        pool = domain.sandboxes.__dict__.get("pool")
+        sandboxes = domain.__dict__.get("sandboxes")
+        pool = None if sandboxes is None else sandboxes.started_pool
         if pool is not None:
             yield GaugeMetricFamily(
                 "shuyu_sandbox_pool_idle", "Warm sandboxes idle.", value=pool.idle_count
+            )
+            yield GaugeMetricFamily(
+                "shuyu_sandbox_spares",
+                "One-shot sandboxes started ahead for cold jobs (SHUYU_COLD_SPARES).",
+                value=pool.spare_count,
             )
             yield GaugeMetricFamily(
                 "shuyu_sandbox_sessions",

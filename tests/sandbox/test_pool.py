@@ -278,3 +278,66 @@ def test_two_jobs_starting_one_session_at_once_share_it_and_leak_no_container(
     mine = {"label": f"org.shuyu.pool={pool.pool_id}"}
     running = docker_client.containers.list(all=True, filters=mine)
     assert len(running) == len(pool.sessions()) + pool.idle_count
+
+
+# --- spares: one-shot sandboxes started ahead for cold jobs -------------------------------
+
+SEE_PYTHON = "shuyu.emit_metric('rows', len(shuyu.table('people')))\n"
+
+
+@pytest.fixture(scope="module")
+def spare_pool(
+    docker_client: Any, sandbox_image_id: str, demo_data: DemoData
+) -> Iterator[WarmPool]:
+    limits = SandboxLimits(memory_bytes=768 * 1024**2, timeout_s=30, max_output_bytes=1 << 20)
+    p = WarmPool(
+        docker_client, sandbox_image_id, limits, demo_data.store, size=1, idle_s=60, spares=1
+    )
+    p.start(reaper_interval_s=3600)
+    yield p
+    p.close()
+    mine = {"label": f"org.shuyu.pool={p.pool_id}"}
+    assert not docker_client.containers.list(all=True, filters=mine)
+
+
+def _spares(client: Any, pool: WarmPool) -> list[Any]:
+    mine = {"label": [f"org.shuyu.pool={pool.pool_id}", "org.shuyu.role=spare"]}
+    return list(client.containers.list(all=True, filters=mine))
+
+
+def test_a_spare_is_as_locked_down_as_any_sandbox(docker_client: Any, spare_pool: WarmPool) -> None:
+    (spare,) = _spares(docker_client, spare_pool)
+    host = spare.attrs["HostConfig"]
+    assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"] and "no-new-privileges" in host["SecurityOpt"]
+    assert spare.attrs["Config"]["User"] == "10001:10001"
+    assert spare.attrs["Config"]["Cmd"] == ["--preload"]  # one-shot: it answers one job
+
+
+def test_a_cold_job_on_a_spare_gets_a_container_of_its_own_destroyed_after_it(
+    docker_client: Any, spare_pool: WarmPool, demo_data: DemoData
+) -> None:
+    (first,) = _spares(docker_client, spare_pool)
+    spec = demo_data.spec(SEE_PYTHON, kind="python", operator="op", scenario_id="S-spare")
+    out = spare_pool.run_fresh(spec)
+    assert out.metrics == {"rows": 1000.0}
+    assert spare_pool.sessions() == []  # no session: nothing of it is kept
+    names = {c.name for c in docker_client.containers.list(all=True)}
+    assert first.name not in names  # the spare that ran it is gone
+    deadline = time.monotonic() + 60
+    while spare_pool.spare_count < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)  # the next spare is started behind the job
+    (second,) = _spares(docker_client, spare_pool)
+    assert second.id != first.id
+
+
+def test_a_spare_still_needs_the_jobs_keys(spare_pool: WarmPool, demo_data: DemoData) -> None:
+    no_key = demo_data.spec(
+        SEE_PYTHON,
+        kind="python",
+        columns=("salary",),
+        key_ids=demo_data.key_ids_for(["age"]),
+    )
+    with pytest.raises(JobFailed) as err:
+        spare_pool.run_fresh(no_key)
+    assert err.value.code == "sandbox.data.key_missing"
