@@ -141,6 +141,24 @@ def test_metrics_expose_requests_and_jobs_by_state(api: Api) -> None:
     assert 'shuyu_gate_findings{severity="block"} 0.0' in text
 
 
+def test_metrics_show_a_started_pool_and_never_start_one(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    text = api.client.get("/metrics").text
+    assert "shuyu_sandbox_pool_idle" not in text
+    assert api.domain.sandboxes.started_pool is None  # the scrape started nothing
+    started = SimpleNamespace(
+        idle_count=1, spare_count=1, sessions=lambda: [("op", "S")], close=lambda: None
+    )
+    monkeypatch.setattr(api.domain.sandboxes, "_pool", started)
+    text = api.client.get("/metrics").text
+    assert "shuyu_sandbox_pool_idle 1.0" in text
+    assert "shuyu_sandbox_spares 1.0" in text
+    assert "shuyu_sandbox_sessions 1.0" in text
+
+
 def test_metrics_report_budget_spent_per_scenario(api: Api) -> None:
     from tests.shuyu.api_support import pending_review_job
 
