@@ -190,10 +190,15 @@ class Ledger:
     # -- transactions ---------------------------------------------------------------------
     @contextlib.contextmanager
     def _tx(self, bind: Engine | Connection) -> Iterator[Connection]:
+        """Where the read-only methods read: the caller's transaction, or a read of their own.
+
+        A read of its own is a snapshot (a deferred transaction on SQLite): it neither takes
+        nor waits for the write lock, which writers (a job's charge, a submit) hold.
+        """
         if isinstance(bind, Connection):
             yield bind
             return
-        with bind.begin() as conn:
+        with bind.connect() as conn:
             yield conn
 
     def _run(self, bind: Engine | Connection, fn: Callable[[Connection], T]) -> T:
