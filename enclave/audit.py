@@ -156,24 +156,40 @@ class AuditLog:
 
     def checkpoint(self, conn: Connection) -> dict[str, Any] | None:
         """Sign the current head now; returns the checkpoint (None on an empty log)."""
-        head = conn.execute(
-            sa.select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
-        ).first()
-        if head is None:
-            return None
+        tx = (conn.get_transaction(), conn.get_nested_transaction())
+        known = conn.info.get(_HEAD)
+        if tx[0] is not None and known is not None and known[0] is tx[0] and known[1] is tx[1]:
+            # This transaction appended the head (the release's entries) and holds the
+            # appenders' lock, so it is still the head: no need to read it back.
+            seq, head_hash = int(known[2]), str(known[3])
+        else:
+            head = conn.execute(_HEAD_QUERY).first()
+            if head is None:
+                return None
+            seq, head_hash = int(head.seq), str(head.hash)
         existing = conn.execute(
-            sa.select(audit_checkpoints).where(audit_checkpoints.c.seq == head.seq)
+            sa.select(audit_checkpoints).where(audit_checkpoints.c.seq == seq)
         ).first()
         if existing is None:
-            self._sign(conn, int(head.seq), str(head.hash))
+            ts, sig = self._sign(conn, seq, head_hash)
+            # Just written, and the newest: what latest_checkpoint would read back.
+            return {
+                "seq": seq,
+                "hash": head_hash,
+                "ts": ts,
+                "signature": sig,
+                "public_key": self.public_key_hex,
+            }
         return self.latest_checkpoint(conn)
 
-    def _sign(self, conn: Connection, seq: int, head_hash: str) -> None:
+    def _sign(self, conn: Connection, seq: int, head_hash: str) -> tuple[str, str]:
+        """Sign and store a checkpoint of ``seq``; its (ts, signature)."""
         ts = datetime.now(UTC).isoformat(timespec="microseconds")
         sig = self._signer.sign(_checkpoint_message(seq, head_hash, ts))
         conn.execute(
             audit_checkpoints.insert().values(seq=seq, hash=head_hash, ts=ts, signature=sig)
         )
+        return ts, sig
 
     def latest_checkpoint(self, conn: Connection) -> dict[str, Any] | None:
         row = conn.execute(

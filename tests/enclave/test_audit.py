@@ -110,6 +110,22 @@ def test_truncation_after_the_last_checkpoint_is_caught_by_an_exported_checkpoin
     assert not ok and bad == 13
 
 
+def test_a_checkpoint_signed_in_the_appending_transaction_is_the_stored_one(
+    domain: Domain,
+) -> None:
+    """A release appends its entries and signs the head in one transaction; the checkpoint
+    it returns (without reading the head back) is the one stored, and it verifies."""
+    _fill(domain, 3)
+    with domain.engine.begin() as conn:
+        seq = domain.audit.record(conn, actor="t", action="test.append", target="x")
+        returned = domain.audit.checkpoint(conn)
+        assert returned is not None and returned["seq"] == seq
+        assert returned == domain.audit.latest_checkpoint(conn)
+        again = domain.audit.checkpoint(conn)  # the head is signed already: read back
+        assert again == returned
+    assert _verify(domain, against=returned) == (True, None)
+
+
 def test_forged_checkpoint_signature_is_caught(domain: Domain) -> None:
     _fill(domain, 6)
     with domain.engine.begin() as conn:
