@@ -102,7 +102,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             # Writers (`engine.begin()`) take the write lock up front; readers
             # (`engine.connect()`, which never commits) start a deferred transaction, a
             # snapshot of the WAL that neither waits for writers nor makes them wait.
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get(_WRITER) else "BEGIN")
+            # Straight to the driver: every transaction begins here (a DP answer opens about
+            # twenty), and a statement through SQLAlchemy's execution path cost 10-12 µs
+            # more than the BEGIN itself.
+            driver = conn.connection.driver_connection
+            assert driver is not None  # a checked-out connection always has one
+            driver.execute("BEGIN IMMEDIATE" if conn.info.get(_WRITER) else "BEGIN")
 
         _mark_writers(engine)
         return engine
