@@ -7,9 +7,9 @@ card). Goal: checks take no longer than 3x training. Then (unless ``--no-sandbox
 the same checks the way the platform does, as a check job in a Docker sandbox of its own (on
 a spare started ahead, as the platform does; ``--cold``: a container started for the job):
 the rows written encrypted, the columns decrypted, the trusted prelude split into the two
-sides, the checks, the report read back by the host; and the training as an operator's job. Writes the
-``## model_checks`` section of ``benchmarks/RESULTS.md`` (other sections are left as they
-are).
+sides, the checks, the report read back by the host; and the training as an operator's
+job. Writes the ``## model_checks`` section of ``benchmarks/RESULTS.md`` (other sections are
+left as they are).
 
     .venv/bin/python benchmarks/model_checks.py            # 100,000 training rows
     .venv/bin/python benchmarks/model_checks.py --rows 20000 --no-write --no-sandbox
