@@ -14,10 +14,10 @@ from sqlalchemy.engine import Connection
 
 from enclave.audit import AuditLog
 from sandbox.errors import ImageError
-from sandbox.image import BuiltImage
+from sandbox.image import BuiltImage, ImageSources
 from sandbox.tables import sandbox_images
 
-__all__ = ["current_image_id", "record_image"]
+__all__ = ["current_image_id", "record_image", "stale_image"]
 
 
 def record_image(conn: Connection, audit: AuditLog, image: BuiltImage, actor: str) -> None:
@@ -64,3 +64,31 @@ def current_image_id(conn: Connection) -> str:
             hint="run `shuyu image build`",
         )
     return str(row.image_id)
+
+
+def stale_image(conn: Connection, sources: ImageSources | None = None) -> str | None:
+    """Why the recorded image is not built from this shuyu's sources, or None.
+
+    The agent and the host speak one protocol: an image built from older (or newer) agent
+    code can refuse job kinds this host sends (a check job, a spare's ``--preload``). The
+    recorded content hash is compared with the hash of the sources next to this code; when
+    they cannot be read (an installation without them), nothing is claimed.
+    """
+    row = conn.execute(
+        sa.select(sandbox_images.c.image_id, sandbox_images.c.content_hash, sandbox_images.c.method)
+        .order_by(sandbox_images.c.recorded_at.desc())
+        .limit(1)
+    ).first()
+    if row is None or row.method not in ("registry", "offline"):
+        return None
+    try:
+        wanted = (sources or ImageSources()).image_hash(row.method)
+    except OSError:
+        return None
+    if wanted == row.content_hash:
+        return None
+    return (
+        f"the recorded sandbox image {str(row.image_id)[:19]}… was built from other agent "
+        f"code than this shuyu's (content {str(row.content_hash)[:12]}…, now {wanted[:12]}…); "
+        "run `shuyu image build` to build and record the current one"
+    )

@@ -206,9 +206,17 @@ class WarmPool:
                     if len(ready) >= size:
                         break
                 try:
-                    warm = self._spawn(spare=spare)
-                except SandboxError:
-                    warm = self._spawn(spare=spare)  # one retry: a busy engine can lose a start
+                    try:
+                        warm = self._spawn(spare=spare)
+                    except SandboxError:
+                        warm = self._spawn(spare=spare)  # one retry: a busy engine can lose one
+                except SandboxError as exc:
+                    if not spare:
+                        raise
+                    # spares only save time: without them cold jobs start from nothing
+                    log.warning("spares disabled: %s (%s)", exc.message, exc.code)
+                    self._spare_size = 0
+                    break
                 with self._lock:
                     if not self._stop.is_set():
                         ready.append(warm)
@@ -350,6 +358,10 @@ class WarmPool:
         finally:
             self._destroy(spare)  # one job, then gone, whatever happened
         return to_output(frames, spec.kind, size)
+
+    @property
+    def spares_enabled(self) -> bool:
+        return self._spare_size > 0
 
     @property
     def spare_count(self) -> int:

@@ -92,12 +92,15 @@ def _scenario_yaml(today: date) -> dict[str, Any]:
 
 def _ensure_image(domain: Domain, say: Say) -> None:
     from sandbox.errors import ImageError
-    from sandbox.image_record import current_image_id
+    from sandbox.image_record import current_image_id, stale_image
 
     try:
         with domain.engine.connect() as conn:
             current_image_id(conn)
+            why = stale_image(conn)
+        if why is None:
             return
+        say(why.split(";")[0])
     except ImageError:
         say("no sandbox image recorded in this domain yet")
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "shuyu" / "image"

@@ -100,8 +100,9 @@ class Sandboxes:
         if warm and self.pool is not None:
             out = self.pool.run(spec)
             return out
-        if self._domain.settings.cold_spares > 0 and self.pool is not None:
-            out = self.pool.run_fresh(spec)
+        pool = self.pool
+        if pool is not None and pool.spares_enabled:
+            out = pool.run_fresh(spec)
             return out
         from sandbox.docker_executor import DockerExecutor
         from sandbox.executor import run_job as run_in

@@ -30,6 +30,18 @@ def status() -> None:
         f"audit     {'[green]verifies[/green]' if result.ok else '[red]BROKEN[/red]'}"
         f" ({result.entries} entries)"
     )
+    from sandbox.errors import ImageError
+    from sandbox.image_record import current_image_id, stale_image
+
+    with domain.engine.connect() as conn:
+        try:
+            image = current_image_id(conn)
+        except ImageError as exc:
+            console.print(f"image     [yellow]none[/yellow] ({exc.hint})")
+            return
+        why = stale_image(conn)
+    state = "[green]current[/green]" if why is None else f"[red]STALE[/red]: {why}"
+    console.print(f"image     {image[:19]}… {state}", highlight=False)
 
 
 COMMANDS = (init, status)

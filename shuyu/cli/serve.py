@@ -58,6 +58,12 @@ def serve(
     configure_logging(log_level)
     runner = None
     if jobs:
+        from sandbox.image_record import stale_image
+
+        with domain.engine.connect() as conn:
+            why = stale_image(conn)
+        if why is not None:
+            err_console.print(f"[yellow]warning[/yellow]: {why}")
         from shuyu.jobs import JobRunner
 
         runner = JobRunner(domain, workers=settings.job_workers)

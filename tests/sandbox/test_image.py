@@ -63,6 +63,28 @@ def test_no_recorded_image_is_a_clear_error(domain: Domain) -> None:
     assert err.value.code == "sandbox.no_image"
 
 
+def test_an_image_built_from_other_agent_code_is_called_stale(
+    domain: Domain, sources: ImageSources
+) -> None:
+    from sandbox.image import BuiltImage
+    from sandbox.image_record import record_image, stale_image
+    from shuyu.cli import app
+
+    current = sources.image_hash("offline")  # the copy equals this checkout's sources
+    image = BuiltImage("sha256:" + "a" * 64, current, "offline", "t", False)
+    with domain.engine.begin() as conn:
+        record_image(conn, domain.audit, image, "t")
+    with domain.engine.connect() as conn:
+        assert stale_image(conn, sources) is None
+    env = {"SHUYU_HOME": str(domain.settings.home)}
+    shown = CliRunner().invoke(app, ["status"], env=env)
+    assert shown.exit_code == 0 and "current" in shown.output, shown.output
+    (sources.agent_dir / "main.py").write_text((sources.agent_dir / "main.py").read_text() + "#\n")
+    with domain.engine.connect() as conn:
+        why = stale_image(conn, sources)
+    assert why is not None and "shuyu image build" in why and current[:12] in why
+
+
 @pytest.mark.docker
 def test_a_cached_build_takes_seconds_and_is_recorded(
     domain: Domain, docker_client: Any, sandbox_image_id: str
