@@ -25,7 +25,8 @@ from __future__ import annotations
 import re
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 _CJK = re.compile(r"[\u3400-\u9fff]")
+_CJK_RE2 = r"[\x{3400}-\x{9fff}]"  # the same class for Arrow's regular expressions (RE2)
 _MIN_SUBSTRING_CHARS = 6
 _MIN_ROW_VALUES = 3
 _MAX_EVIDENCE_PATHS = 5
@@ -78,36 +80,84 @@ def _mixed_identifier_set(
     return strings, numbers
 
 
+@dataclass(frozen=True)
+class _IdentifierSet:
+    """One identifier column, in the forms the scan needs, kept as Arrow arrays: an
+    identifier column is as long as the training set, and the model's strings are few."""
+
+    strings: pa.Array  # distinct non-empty values as text
+    numbers: np.ndarray[Any, np.dtype[np.float64]]  # sorted numbers worth searching
+    lengths: tuple[int, ...]  # lengths of the values a substring of a model string may be
+
+
 def _identifier_sets(
     identifiers: Mapping[str, Iterable[object]], min_number: float
-) -> dict[str, tuple[set[str], np.ndarray[Any, np.dtype[np.float64]]]]:
+) -> dict[str, _IdentifierSet]:
     """Per column: the identifier strings, and the numbers worth searching.
 
-    Identifier columns are as long as the training set, so a column of one type (all
-    strings, or all numbers) goes through Arrow's vectorised kernels.
+    A column of one type (all strings, or all numbers) goes through Arrow's vectorised
+    kernels; a column that mixes them, value by value.
     """
-    out: dict[str, tuple[set[str], np.ndarray[Any, np.dtype[np.float64]]]] = {}
+    out: dict[str, _IdentifierSet] = {}
     for column, values in identifiers.items():
         try:
-            array = pa.array(values if isinstance(values, pa.Array) else list(values))
+            if isinstance(values, pa.ChunkedArray):
+                values = values.combine_chunks()
+            array = values if isinstance(values, pa.Array) else pa.array(list(values))
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-            strings, numbers = _mixed_identifier_set(values, min_number)
-            out[column] = (strings, np.unique(np.asarray(numbers, dtype=np.float64)))
-            continue
-        array = array.drop_null()
-        if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
-            strings = set(array.to_pylist()) - {""}
-            digits = array.filter(pc.match_substring_regex(array, r"^[0-9]+$"))
-            found = np.asarray(digits.to_numpy(zero_copy_only=False), dtype=np.float64)
-        elif pa.types.is_integer(array.type) or pa.types.is_floating(array.type):
-            found = array.to_numpy(zero_copy_only=False).astype(np.float64)
-            found = found[np.isfinite(found)]
-            strings = {str(int(v)) for v in found[found % 1 == 0]}
-        else:  # booleans, dates, binary: compare as text
-            strings = {str(v) for v in array.to_pylist()} - {""}
-            found = np.empty(0, dtype=np.float64)
-        out[column] = (strings, np.unique(found[np.abs(found) >= min_number]))
+            mixed, numbers = _mixed_identifier_set(values, min_number)
+            found = np.asarray(numbers, dtype=np.float64)
+            text = pa.array(sorted(mixed), pa.string())
+        else:
+            array = array.drop_null()
+            if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+                text = pc.unique(array.cast(pa.string()))
+                digits = text.filter(pc.match_substring_regex(text, r"^[0-9]+$"))
+                # Arrow parses the digit strings (the nearest double, as float() gives)
+                # without a Python object per value
+                found = pc.cast(digits, pa.float64()).to_numpy(zero_copy_only=False)
+            elif pa.types.is_integer(array.type) or pa.types.is_floating(array.type):
+                found = array.to_numpy(zero_copy_only=False).astype(np.float64)
+                found = found[np.isfinite(found)]
+                whole = found[(found % 1 == 0) & (np.abs(found) < 2.0**63)]
+                text = pc.unique(pa.array(whole.astype(np.int64)).cast(pa.string()))
+            else:  # booleans, dates, binary: compare as text
+                text = pc.unique(pa.array([str(v) for v in array.to_pylist()], pa.string()))
+                found = np.empty(0, dtype=np.float64)
+            text = text.filter(pc.not_equal(text, ""))
+        sizes = pc.utf8_length(text)
+        searchable = pc.or_(
+            pc.greater_equal(sizes, _MIN_SUBSTRING_CHARS),
+            pc.match_substring_regex(text, _CJK_RE2),
+        )
+        lengths = tuple(sorted(pc.unique(sizes.filter(searchable)).to_pylist()))
+        out[column] = _IdentifierSet(text, np.unique(found[np.abs(found) >= min_number]), lengths)
     return out
+
+
+def _string_hits(texts: Sequence[str], ids: _IdentifierSet) -> list[bool]:
+    """Per model string: is it an identifier, or does it hold one (a piece of a length some
+    identifier has, six characters or more, or with CJK characters)? One Arrow lookup for
+    every candidate piece of every string."""
+    pieces: list[str] = []
+    owner: list[int] = []
+    for k, text in enumerate(texts):
+        pieces.append(text)
+        owner.append(k)
+        for length in ids.lengths:
+            for i in range(len(text) - length + 1):
+                piece = text[i : i + length]
+                if length >= _MIN_SUBSTRING_CHARS or _CJK.search(piece):
+                    pieces.append(piece)
+                    owner.append(k)
+    hit = [False] * len(texts)
+    if not pieces or not len(ids.strings):
+        return hit
+    found = pc.is_in(pa.array(pieces, pa.string()), value_set=ids.strings)
+    for k, yes in zip(owner, found.to_pylist(), strict=True):
+        if yes:
+            hit[k] = True
+    return hit
 
 
 def _members(
@@ -123,17 +173,6 @@ def _members(
     return hit
 
 
-def _string_hits(text: str, ids: set[str], lengths: set[int]) -> bool:
-    if text in ids:
-        return True
-    for length in lengths:
-        for i in range(len(text) - length + 1):
-            piece = text[i : i + length]
-            if piece in ids and (length >= _MIN_SUBSTRING_CHARS or _CJK.search(piece)):
-                return True
-    return False
-
-
 def check_identifiers(
     model: Any,
     identifiers: Mapping[str, Iterable[object]],
@@ -146,22 +185,27 @@ def check_identifiers(
     min_number = max(thresholds.min_numeric_identifier, float(n_train))
     sets = _identifier_sets(identifiers, min_number)
     all_leaves = leaves if leaves is not None else list(iter_leaves(model))
-    forbidden = frozenset().union(*(s for s, _ in sets.values())) if sets else frozenset()
+    texts = [(n, leaf.value) for n, leaf in enumerate(all_leaves) if isinstance(leaf.value, str)]
     findings: list[ModelFinding] = []
-    for column, (strings, numbers) in sets.items():
-        lengths = {len(s) for s in strings if len(s) >= _MIN_SUBSTRING_CHARS or _CJK.search(s)}
+    forbidden: frozenset[str] | None = None
+    for column, ids in sets.items():
+        string_hits = dict(
+            zip([n for n, _ in texts], _string_hits([t for _, t in texts], ids), strict=True)
+        )
         hits = 0
         paths: list[str] = []
-        for leaf in all_leaves:
+        for n, leaf in enumerate(all_leaves):
             if isinstance(leaf.value, str):
-                found = int(_string_hits(leaf.value, strings, lengths))
-            elif numbers.size:
+                found = int(string_hits[n])
+            elif ids.numbers.size:
                 flat = leaf.value.astype(np.float64, copy=False).ravel()
-                found = int(np.count_nonzero(_members(flat, numbers)))
+                found = int(np.count_nonzero(_members(flat, ids.numbers)))
             else:
                 found = 0
             if found:
                 hits += found
+                if forbidden is None:  # only now: every identifier, to keep out of paths
+                    forbidden = frozenset(v for s in sets.values() for v in s.strings.to_pylist())
                 where = safe_path(leaf.path, forbidden)
                 if where not in paths:
                     paths.append(where)
