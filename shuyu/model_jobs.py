@@ -48,7 +48,6 @@ from egress.checks import Finding
 from egress.errors import BudgetExhausted, ModelCheckError
 from egress.ledger import Budget, Ledger, charge_model
 from egress.models import (
-    ModelCard,
     ModelCheckReport,
     ModelFinding,
     ModelThresholds,
@@ -526,10 +525,7 @@ def _check(scenario: Scenario, job: Job, sb: Any, spec: JobSpec, blob: bytes) ->
     except ModelCheckError as exc:
         log.warning("model check report of job %s refused: %s", job.id, exc.message)
         found = ModelFinding("model.checks_failed", "block", exc.message, exc.hint or "")
-        card = ModelCard.unexamined(
-            blob_sha256=model_sha256(blob), blob_bytes=len(blob), findings=[found], rows=(0, 0)
-        )
-        return ModelCheckReport("block", (found,), (), None, card)
+        return ModelCheckReport.unexamined(blob, [found], rows=(0, 0))
 
 
 _CHECK_LIMIT_HINT = (
@@ -627,10 +623,9 @@ def run_model_job(
     decl = read_declaration(job.code, sorted(records))
     _refuse_if_spent(domain, job, scenario)
     views, columns = _views(domain, job, scenario, records)
+    view_columns = [c for c, a in views[decl.table].actions.items() if a != "drop"]
     if decl.target is not None:
-        # refuse a bad target before any key leaves the key service
-        sample_cols = [c for c, a in views[decl.table].actions.items() if a != "drop"]
-        target_sql(decl.target, sample_cols)
+        target_sql(decl.target, view_columns)  # a bad target is refused before any key leaves
     rec = records[decl.table]
     unit = rec.meta.privacy_unit
     if unit and unit not in columns[decl.table] and unit in scenario.columns_of(decl.table):
@@ -656,7 +651,6 @@ def run_model_job(
     blob = out.models[decl.name]
     with domain.engine.begin() as conn:
         transition(conn, domain.audit, job.id, "computed", actor="system")
-    view_columns = [c for c, a in views[decl.table].actions.items() if a != "drop"]
     thresholds = _thresholds(domain, scenario, job)
     check = _check_spec(base, split, view_columns, rec, decl, blob, thresholds)
     report = _check(scenario, job, sb, check, blob)

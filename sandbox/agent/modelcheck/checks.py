@@ -51,6 +51,17 @@ class ModelCheckReport:
     card: ModelCard
     timings_s: Mapping[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def unexamined(
+        cls, blob: bytes, findings: Iterable[ModelFinding], rows: tuple[int, int]
+    ) -> ModelCheckReport:
+        """The report on a model the checks could not examine: blocked, and saying why."""
+        found = list(findings)
+        card = ModelCard.unexamined(
+            blob_sha256=model_sha256(blob), blob_bytes=len(blob), findings=found, rows=rows
+        )
+        return cls("block", tuple(found), (), None, card)
+
     @property
     def blocking(self) -> tuple[ModelFinding, ...]:
         return tuple(f for f in self.findings if f.severity == "block")

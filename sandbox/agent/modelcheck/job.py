@@ -35,12 +35,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .card import ModelCard
 from .checks import ModelCheckReport, check_loaded_model
 from .data import ModelData
 from .errors import FormatRefused
 from .findings import ModelFinding
-from .safe_format import load_model_safely, model_sha256
+from .safe_format import load_model_safely
 from .thresholds import ModelThresholds
 
 __all__ = ["CheckRequest", "parse_request", "report_bytes", "run_check"]
@@ -117,16 +116,6 @@ def _block(check: str, message: str, fix: str) -> ModelFinding:
     return ModelFinding(check, "block", message, fix)
 
 
-def _unexamined(
-    blob: bytes, findings: list[ModelFinding], rows: tuple[int, int]
-) -> ModelCheckReport:
-    """The report on a model the checks could not examine: it is blocked, and says why."""
-    card = ModelCard.unexamined(
-        blob_sha256=model_sha256(blob), blob_bytes=len(blob), findings=findings, rows=rows
-    )
-    return ModelCheckReport("block", tuple(findings), (), None, card)
-
-
 def _identifier_values(sample: pa.Table, names: Sequence[str]) -> dict[str, pa.Array]:
     """What the job saw of identifying columns (pseudonyms, in the sample): the values a
     model could have memorised (Arrow arrays: the scan stays vectorised)."""
@@ -156,7 +145,9 @@ def run_check(request: CheckRequest, tables: Mapping[str, pa.Table]) -> ModelChe
     try:
         model = load_model_safely(blob, max_model_bytes=limits.max_model_bytes)
     except FormatRefused as exc:
-        return _unexamined(blob, [_block("model.format", exc.message, exc.hint)], rows)
+        return ModelCheckReport.unexamined(
+            blob, [_block("model.format", exc.message, exc.hint)], rows
+        )
     from sklearn.base import is_classifier, is_regressor
 
     unit = request.unit_column
@@ -183,7 +174,7 @@ def run_check(request: CheckRequest, tables: Mapping[str, pa.Table]) -> ModelChe
             )
         )
     if problems:
-        return _unexamined(blob, problems, rows)
+        return ModelCheckReport.unexamined(blob, problems, rows)
     y_train = y_hold = None
     if request.target is not None:
         y_train, y_hold = (_vector(tables[t]) for t in request.target)
@@ -208,7 +199,7 @@ def run_check(request: CheckRequest, tables: Mapping[str, pa.Table]) -> ModelChe
             holdout_units=units[1],
         )
     except Exception as exc:  # a check that cannot run on this model must not wave it through
-        return _unexamined(
+        return ModelCheckReport.unexamined(
             blob,
             [
                 _block(
