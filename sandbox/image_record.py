@@ -8,6 +8,7 @@ go only to the image that was recorded.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -17,7 +18,10 @@ from sandbox.errors import ImageError
 from sandbox.image import BuiltImage, ImageSources
 from sandbox.tables import sandbox_images
 
-__all__ = ["current_image_id", "record_image", "stale_image"]
+__all__ = ["STALE_IMAGE_HINT", "current_image_id", "record_image", "stale_image"]
+
+#: What to do about a stale image.
+STALE_IMAGE_HINT = "run `shuyu image build` to build and record the current one"
 
 
 def record_image(conn: Connection, audit: AuditLog, image: BuiltImage, actor: str) -> None:
@@ -52,11 +56,18 @@ def record_image(conn: Connection, audit: AuditLog, image: BuiltImage, actor: st
     )
 
 
+def _latest(conn: Connection) -> Any:
+    """The most recently recorded image's row (id, content hash, method), or None."""
+    return conn.execute(
+        sa.select(sandbox_images.c.image_id, sandbox_images.c.content_hash, sandbox_images.c.method)
+        .order_by(sandbox_images.c.recorded_at.desc())
+        .limit(1)
+    ).first()
+
+
 def current_image_id(conn: Connection) -> str:
     """The image ID jobs run on; a clear error when none was recorded."""
-    row = conn.execute(
-        sa.select(sandbox_images.c.image_id).order_by(sandbox_images.c.recorded_at.desc()).limit(1)
-    ).first()
+    row = _latest(conn)
     if row is None:
         raise ImageError(
             "no sandbox image is recorded for this domain",
@@ -67,18 +78,15 @@ def current_image_id(conn: Connection) -> str:
 
 
 def stale_image(conn: Connection, sources: ImageSources | None = None) -> str | None:
-    """Why the recorded image is not built from this shuyu's sources, or None.
+    """Why the recorded image is not built from this shuyu's sources, or None. (The fix is
+    :data:`STALE_IMAGE_HINT`; the demo applies it itself.)
 
     The agent and the host speak one protocol: an image built from older (or newer) agent
     code can refuse job kinds this host sends (a check job, a spare's ``--preload``). The
     recorded content hash is compared with the hash of the sources next to this code; when
     they cannot be read (an installation without them), nothing is claimed.
     """
-    row = conn.execute(
-        sa.select(sandbox_images.c.image_id, sandbox_images.c.content_hash, sandbox_images.c.method)
-        .order_by(sandbox_images.c.recorded_at.desc())
-        .limit(1)
-    ).first()
+    row = _latest(conn)
     if row is None or row.method not in ("registry", "offline"):
         return None
     try:
@@ -89,6 +97,5 @@ def stale_image(conn: Connection, sources: ImageSources | None = None) -> str | 
         return None
     return (
         f"the recorded sandbox image {str(row.image_id)[:19]}… was built from other agent "
-        f"code than this shuyu's (content {str(row.content_hash)[:12]}…, now {wanted[:12]}…); "
-        "run `shuyu image build` to build and record the current one"
+        f"code than this shuyu's (content {str(row.content_hash)[:12]}…, now {wanted[:12]}…)"
     )

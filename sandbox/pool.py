@@ -206,10 +206,7 @@ class WarmPool:
                     if len(ready) >= size:
                         break
                 try:
-                    try:
-                        warm = self._spawn(spare=spare)
-                    except SandboxError:
-                        warm = self._spawn(spare=spare)  # one retry: a busy engine can lose one
+                    warm = self._spawn_retrying(spare)
                 except SandboxError as exc:
                     if not spare:
                         raise
@@ -223,6 +220,12 @@ class WarmPool:
                         continue
                 self._destroy(warm)  # the pool closed while this one started
                 return
+
+    def _spawn_retrying(self, spare: bool) -> WarmSandbox:
+        try:
+            return self._spawn(spare=spare)
+        except SandboxError:
+            return self._spawn(spare=spare)  # one retry: a busy engine can lose a start
 
     def _spawn(self, spare: bool = False) -> WarmSandbox:
         gid = SANDBOX_GID if _is_root() else self._store.stat().st_gid

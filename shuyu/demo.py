@@ -100,7 +100,7 @@ def _ensure_image(domain: Domain, say: Say) -> None:
             why = stale_image(conn)
         if why is None:
             return
-        say(why.split(";")[0])
+        say(why)
     except ImageError:
         say("no sandbox image recorded in this domain yet")
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "shuyu" / "image"

@@ -31,7 +31,7 @@ def status() -> None:
         f" ({result.entries} entries)"
     )
     from sandbox.errors import ImageError
-    from sandbox.image_record import current_image_id, stale_image
+    from sandbox.image_record import STALE_IMAGE_HINT, current_image_id, stale_image
 
     with domain.engine.connect() as conn:
         try:
@@ -40,7 +40,9 @@ def status() -> None:
             console.print(f"image     [yellow]none[/yellow] ({exc.hint})")
             return
         why = stale_image(conn)
-    state = "[green]current[/green]" if why is None else f"[red]STALE[/red]: {why}"
+    state = (
+        "[green]current[/green]" if why is None else f"[red]STALE[/red]: {why}; {STALE_IMAGE_HINT}"
+    )
     console.print(f"image     {image[:19]}… {state}", highlight=False)
 
 

@@ -58,12 +58,12 @@ def serve(
     configure_logging(log_level)
     runner = None
     if jobs:
-        from sandbox.image_record import stale_image
+        from sandbox.image_record import STALE_IMAGE_HINT, stale_image
 
         with domain.engine.connect() as conn:
             why = stale_image(conn)
         if why is not None:
-            err_console.print(f"[yellow]warning[/yellow]: {why}")
+            err_console.print(f"[yellow]warning[/yellow]: {why}; {STALE_IMAGE_HINT}")
         from shuyu.jobs import JobRunner
 
         runner = JobRunner(domain, workers=settings.job_workers)

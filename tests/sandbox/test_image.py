@@ -82,7 +82,13 @@ def test_an_image_built_from_other_agent_code_is_called_stale(
     (sources.agent_dir / "main.py").write_text((sources.agent_dir / "main.py").read_text() + "#\n")
     with domain.engine.connect() as conn:
         why = stale_image(conn, sources)
-    assert why is not None and "shuyu image build" in why and current[:12] in why
+    assert why is not None and current[:12] in why and sources.image_hash("offline")[:12] in why
+    older = BuiltImage("sha256:" + "b" * 64, "0" * 64, "offline", "t", False)
+    with domain.engine.begin() as conn:
+        record_image(conn, domain.audit, older, "t")  # as if built by an older shuyu
+    shown = CliRunner().invoke(app, ["status"], env=env)
+    assert shown.exit_code == 0 and "STALE" in shown.output, shown.output
+    assert "shuyu image build" in shown.output
 
 
 @pytest.mark.docker
