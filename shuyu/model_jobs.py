@@ -513,12 +513,15 @@ def _check(scenario: Scenario, job: Job, sb: Any, spec: JobSpec, blob: bytes) ->
         ) from None
     try:
         report = read_report(out.reports["report"])
-        if scenario.models.dp_training and report.dp_epsilon is not None:
+        # Under a DP scenario, a model may pass (or be charged) only with the ε its own
+        # schema holds: a report may not drop the DP check's block or understate the charge.
+        if scenario.models.dp_training and (report.verdict != "block" or report.dp_epsilon):
             declared = schema_epsilon(blob)
-            if declared is None or not math.isclose(declared, report.dp_epsilon, rel_tol=1e-9):
+            reported = report.dp_epsilon
+            if declared is None or reported is None or not math.isclose(declared, reported):
                 raise ModelCheckError(
-                    f"the check job reported epsilon {report.dp_epsilon:g}, but the model's "
-                    f"schema holds {declared}",
+                    f"the check job reported epsilon {reported}, but the model's schema "
+                    f"holds {declared}",
                     hint="report it: the model stays blocked and nothing is charged",
                 )
         return report

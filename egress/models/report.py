@@ -10,6 +10,7 @@ host cannot trust.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -87,11 +88,4 @@ def check_model(
         report = check_loaded_model(model, train, holdout, identifiers, limits, blob=blob)
     except CheckInputRefused as exc:
         raise ModelCheckError(exc.message, hint=exc.hint, details=exc.details) from None
-    return ModelCheckReport(
-        verdict=report.verdict,
-        findings=report.findings,
-        membership=report.membership,
-        dp_epsilon=report.dp_epsilon,
-        card=report.card,
-        timings_s={"load": load_s, **report.timings_s},
-    )
+    return dataclasses.replace(report, timings_s={"load": load_s, **report.timings_s})

@@ -7,6 +7,8 @@ JSON. Only this side reads the scenario.
 
 from __future__ import annotations
 
+import dataclasses
+
 from policies.scenario import ModelPolicy
 from sandbox.agent.modelcheck.thresholds import ModelThresholds
 
@@ -22,4 +24,4 @@ def thresholds_for(
         max_membership_advantage=policy.membership_inference_max_advantage,
         dp_required=policy.dp_training,
     )
-    return ModelThresholds(**{**base.__dict__, **overrides})
+    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]

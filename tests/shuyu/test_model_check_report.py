@@ -105,3 +105,25 @@ def test_a_check_job_that_hits_a_limit_says_the_checks_did_not_the_operators_cod
         err.value.hint or ""
     )
     assert err.value.details == {"limit": "memory", "stage": "model_checks"}
+
+
+def test_a_report_that_drops_the_dp_block_of_a_plain_model_is_refused() -> None:
+    """Under a DP scenario, a plain scikit-learn model must be blocked (model.dp_required). A
+    report that says "review" without an ε is checked against the schema, which has none."""
+    x, y = _xy()
+    blob = dump_model(LogisticRegression().fit(x, y))
+    half = len(x) // 2
+    honest = check_model(
+        blob,
+        ModelData(x[:half], y[:half]),
+        ModelData(x[half:], y[half:]),
+        {},
+        ModelThresholds(dp_required=True),
+    ).to_dict()
+    assert honest["verdict"] == "block" and honest["dp_epsilon"] is None
+    assert _checked(blob, honest).blocking[0].check == "model.dp_required"  # kept as it is
+    kept = [f for f in honest["findings"] if f["severity"] != "block"]
+    forged = {**honest, "verdict": "review", "findings": kept}
+    blocked = _checked(blob, forged)
+    assert blocked.verdict == "block"
+    assert [f.check for f in blocked.findings] == ["model.checks_failed"]
