@@ -86,6 +86,21 @@ class Verification:
     reason: str = ""
 
 
+def _appended_head(conn: Connection) -> tuple[int, str] | None:
+    """(seq, hash) of the head this very transaction appended, or None.
+
+    The transaction (and savepoint, if any) matter: an entry written in a savepoint may be
+    rolled back with it, so the head it left is trusted only inside that same savepoint.
+    A transaction that appended holds the appenders' lock, so no one else can have
+    appended since.
+    """
+    tx = (conn.get_transaction(), conn.get_nested_transaction())
+    known = conn.info.get(_HEAD)
+    if tx[0] is not None and known is not None and known[0] is tx[0] and known[1] is tx[1]:
+        return int(known[2]), str(known[3])
+    return None
+
+
 class AuditLog:
     """Writes and verifies the audit trail of one domain."""
 
@@ -108,15 +123,9 @@ class AuditLog:
         details: dict[str, Any] | None = None,
     ) -> int:
         """Append one entry inside the caller's transaction; returns its sequence number."""
-        # The transaction (and savepoint, if any) this entry is written in: an entry written
-        # in a savepoint may be rolled back with it, so the head it leaves is trusted only
-        # inside that same savepoint.
-        tx = (conn.get_transaction(), conn.get_nested_transaction())
-        known = conn.info.get(_HEAD)
-        if tx[0] is not None and known is not None and known[0] is tx[0] and known[1] is tx[1]:
-            # This transaction appended the head itself and still holds the appenders'
-            # lock: no one else can have appended since.
-            seq, prev = int(known[2]) + 1, str(known[3])
+        appended = _appended_head(conn)
+        if appended is not None:
+            seq, prev = appended[0] + 1, appended[1]
         else:
             if conn.dialect.name == "postgresql":
                 # Serialise appenders until the caller commits, so a business transaction
@@ -143,6 +152,7 @@ class AuditLog:
                 "hash": h,
             },
         )
+        tx = (conn.get_transaction(), conn.get_nested_transaction())
         if tx[0] is not None:
             conn.info[_HEAD] = (*tx, seq, h)
         if seq % self._every == 0:
@@ -156,12 +166,9 @@ class AuditLog:
 
     def checkpoint(self, conn: Connection) -> dict[str, Any] | None:
         """Sign the current head now; returns the checkpoint (None on an empty log)."""
-        tx = (conn.get_transaction(), conn.get_nested_transaction())
-        known = conn.info.get(_HEAD)
-        if tx[0] is not None and known is not None and known[0] is tx[0] and known[1] is tx[1]:
-            # This transaction appended the head (the release's entries) and holds the
-            # appenders' lock, so it is still the head: no need to read it back.
-            seq, head_hash = int(known[2]), str(known[3])
+        appended = _appended_head(conn)  # the release's own entries: no need to read back
+        if appended is not None:
+            seq, head_hash = appended
         else:
             head = conn.execute(_HEAD_QUERY).first()
             if head is None:
