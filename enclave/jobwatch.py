@@ -49,6 +49,7 @@ class JobWatch:
         self._generation = 0
         self._queued = 0
         self._changed: dict[str, int] = {}
+        self._states: dict[str, str] = {}  # the last committed state of each job seen here
         # Waiters on an event loop (the API's event streams): woken thread-safely.
         self._async: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
 
@@ -62,6 +63,13 @@ class JobWatch:
         """The generation of ``job_id``'s last committed change seen here (0: none)."""
         with self._cond:
             return self._changed.get(job_id, 0)
+
+    def state(self, job_id: str) -> str | None:
+        """The state ``job_id``'s last committed change here moved it to (None: none seen).
+
+        Lets a waiter skip reading the job back for changes it does not wait for."""
+        with self._cond:
+            return self._states.get(job_id)
 
     @property
     def queued(self) -> int:
@@ -78,12 +86,14 @@ class JobWatch:
             self._generation += 1
             if runnable:
                 self._queued += 1
-            for job_id in job_ids:
+            for job_id, state in changes.items():
                 self._changed[job_id] = self._generation
+                self._states[job_id] = state
             if len(self._changed) > 10_000:  # old jobs: waiters fall back to polling
                 oldest = sorted(self._changed, key=self._changed.__getitem__)[:5_000]
                 for job_id in oldest:
                     del self._changed[job_id]
+                    self._states.pop(job_id, None)
             # Only job runners sleep on the condition, and only for runnable jobs: wake one
             # idle worker per job that became runnable. Waking every worker on every change
             # of any job sent the others to look for work that was not there (a query

@@ -8,6 +8,9 @@
         job = sy.wait(job)                 # until released, or a reviewer's decision
         table = sy.result(job)             # a pyarrow.Table of the released aggregates
 
+        # or, for a short query, submit and wait in one request:
+        job = sy.submit_sql("S-2026-014", sql, epsilon=0.5, wait_s=30)
+
 Every method returns a typed model (the same pydantic models the server answers with) or
 an Arrow table. Every error the server answers becomes a :class:`shuyu.errors.RemoteError`
 subclass chosen by the error's kind (``RemoteForbidden``, ``RemoteNotFound``,
@@ -30,7 +33,7 @@ import pyarrow.ipc as ipc
 from pydantic import BaseModel, TypeAdapter
 
 from shuyu.api.schemas import (
-    TERMINAL_STATES,
+    SETTLED_STATES,
     BudgetView,
     DryRunReport,
     JobEvent,
@@ -52,8 +55,8 @@ M = TypeVar("M", bound=BaseModel)
 JobRef = JobView | str  # a job, or its id
 OutputMode = Literal["dp_aggregate", "sdc_aggregate", "model"]
 
-# States after which a job changes no more without a person acting: wait() returns there.
-_SETTLED_STATES = frozenset(TERMINAL_STATES) | {"pending_review", "approved"}
+# The longest one request may ask the server to hold an answer (the server's ?wait= limit).
+_MAX_WAIT_S = 60.0
 
 
 def _job_id(job: JobRef) -> str:
@@ -153,8 +156,20 @@ class Client:
         data = self._request("GET", path, params=params).json()
         return TypeAdapter(list[model]).validate_python(data)  # type: ignore[valid-type]
 
-    def _post(self, model: type[M], path: str, body: Any = None) -> M:
-        return model.model_validate(self._request("POST", path, json_body=body).json())
+    def _post(
+        self, model: type[M], path: str, body: Any = None, params: dict[str, Any] | None = None
+    ) -> M:
+        response = self._request("POST", path, json_body=body, params=params)
+        return model.model_validate(response.json())
+
+    def _hold(self, wait_s: float | None) -> dict[str, Any] | None:
+        """The ``?wait=`` of one request: at most what the server allows, and a little less
+        than this client's own read timeout, so the server answers first."""
+        if not wait_s or wait_s <= 0:
+            return None
+        read = self._http.timeout.read
+        cap = _MAX_WAIT_S if read is None else min(_MAX_WAIT_S, max(read - 5.0, 0.5))
+        return {"wait": round(min(wait_s, cap), 3)}
 
     # --- who am I ------------------------------------------------------------------------
     def me(self) -> Me:
@@ -171,11 +186,16 @@ class Client:
         epsilon: float | None = None,
         accuracy: float | None = None,
         output_mode: OutputMode = "dp_aggregate",
+        wait_s: float | None = None,
     ) -> JobView | DryRunReport:
         """Submit a SQL job under ``scenario``; with ``dry_run`` only estimate it.
 
         A dry run compiles the query, checks the policy and prices it against the budget
         without running anything or charging the ledger; it returns a :class:`DryRunReport`.
+        With ``wait_s`` the server holds its answer until the job settles: a short query is
+        then one request (longer waits take a request per 60 s, or per this client's read
+        timeout). Check ``.state``: a job still on its way after ``wait_s`` comes back as it
+        is; :meth:`wait` follows it further.
         """
         body = {
             "scenario_id": scenario,
@@ -187,7 +207,11 @@ class Client:
         }
         if dry_run:
             return self._post(DryRunReport, "/v1/jobs/dry-run", body)
-        return self._post(JobView, "/v1/jobs", body)
+        if not wait_s or wait_s <= 0:
+            return self._post(JobView, "/v1/jobs", body)
+        deadline = time.monotonic() + wait_s
+        view = self._post(JobView, "/v1/jobs", body, params=self._hold(wait_s))
+        return self._follow(view, deadline)
 
     def submit_python(
         self,
@@ -243,25 +267,30 @@ class Client:
 
     def wait(self, job: JobRef, *, timeout_s: float = 600.0, poll_s: float = 1.0) -> JobView:
         """Wait until the job settles: released, refused, failed, rejected, or waiting for
-        a reviewer. Streams events; polls if the stream breaks. Raises TimeoutError.
+        a reviewer. Asks the server to hold each answer until the job settles (long
+        polling, up to 60 s a request); ``poll_s`` spaces the requests to a server that
+        answers at once. Raises TimeoutError.
         """
         deadline = time.monotonic() + timeout_s
+        view = self._follow(_job_id(job), deadline, poll_s=poll_s)
+        if view.state not in SETTLED_STATES:
+            raise TimeoutError(f"job {view.id} is still {view.state} after {timeout_s} s")
+        return view
+
+    def _follow(self, job: JobRef, deadline: float, *, poll_s: float = 1.0) -> JobView:
+        """The job once it settles, or as it is at ``deadline`` (monotonic clock)."""
+        view = None if isinstance(job, str) else job
         job_id = _job_id(job)
-        try:
-            for event in self.events(job_id, timeout_s=timeout_s):
-                if event.state in _SETTLED_STATES:
-                    if event.job is not None:  # the event carries the whole job
-                        return event.job
-                    break
-        except RemoteUnavailable:
-            pass  # fall back to polling below
-        while True:
-            view = self.job(job_id)
-            if view.state in _SETTLED_STATES:
-                return view
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} is still {view.state} after {timeout_s} s")
-            time.sleep(poll_s)
+        while view is None or view.state not in SETTLED_STATES:
+            left = deadline - time.monotonic()
+            if view is not None and left <= 0:
+                break
+            asked = time.monotonic()
+            view = self._get(JobView, f"/v1/jobs/{job_id}", **(self._hold(left) or {}))
+            # A server that held the request has waited already; one that did not, hasn't.
+            if view.state not in SETTLED_STATES and time.monotonic() - asked < poll_s / 2:
+                time.sleep(min(poll_s, max(deadline - time.monotonic(), 0)))
+        return view
 
     def result(self, job: JobRef) -> pa.Table:
         """The released result of ``job`` as an Arrow table (only once released)."""

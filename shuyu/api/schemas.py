@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from enclave.tables import JOB_STATES, TERMINAL_JOB_STATES
 
 __all__ = [
+    "SETTLED_STATES",
     "TERMINAL_STATES",
     "ActivateUser",
     "AddUser",
@@ -80,6 +81,8 @@ JobState = Literal[
 ]
 assert set(JobState.__args__) == set(JOB_STATES)  # type: ignore[attr-defined]
 TERMINAL_STATES: frozenset[str] = TERMINAL_JOB_STATES
+# States after which a job changes no more without a person acting: a wait ends there.
+SETTLED_STATES: frozenset[str] = TERMINAL_STATES | {"pending_review", "approved"}
 
 
 class View(BaseModel):

@@ -176,3 +176,65 @@ def test_the_result_downloads_only_once_released_in_three_formats(api: Api) -> N
 
     other = api.client.get(f"/v1/jobs/{job}/result", headers=api.as_role("authority"))
     assert other.status_code == 200  # the authority may see every job
+
+
+def test_wait_on_submit_holds_the_answer_and_says_202_while_the_job_is_on_its_way(
+    world: Api,
+) -> None:
+    # Nothing runs the queue here: the job stays authorized, so the wait runs out.
+    body = {"scenario_id": SCENARIO, "code": DP_SQL, "epsilon": 0.1}
+    t0 = time.monotonic()
+    r = world.client.post("/v1/jobs?wait=0.6", headers=world.as_role("operator"), json=body)
+    took = time.monotonic() - t0
+    assert r.status_code == 202, r.text
+    assert r.json()["state"] == "authorized"
+    assert 0.5 <= took < 5
+
+
+def test_wait_on_a_job_answers_200_as_soon_as_a_change_here_settles_it(world: Api) -> None:
+    job = sdk(world).submit_sql(SCENARIO, DP_SQL, epsilon=0.1)
+
+    def cancel_soon() -> None:
+        time.sleep(0.5)
+        sdk(world, "auth.chen").cancel(job)
+
+    threading.Thread(target=cancel_soon).start()
+    t0 = time.monotonic()
+    r = world.client.get(f"/v1/jobs/{job.id}?wait=30", headers=world.as_role("operator"))
+    took = time.monotonic() - t0
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "cancelled"
+    assert took < 5  # woken by the commit, not by the 30 s
+
+
+def test_wait_sees_a_change_another_process_committed(world: Api) -> None:
+    """A change made through another engine (another process: the CLI, a second server)
+    wakes nobody here; the wait's fallback poll still finds it."""
+    from enclave.db import make_engine
+    from enclave.jobstore import transition
+
+    job = sdk(world).submit_sql(SCENARIO, DP_SQL, epsilon=0.1)
+    other = make_engine(world.domain.settings.resolved_database_url)
+
+    def cancel_elsewhere() -> None:
+        time.sleep(0.3)
+        with other.begin() as conn:
+            transition(conn, world.domain.audit, job.id, "cancelled", actor="auth.chen")
+
+    threading.Thread(target=cancel_elsewhere).start()
+    view = sdk(world).wait(job, timeout_s=20)
+    other.dispose()
+    assert view.state == "cancelled"
+
+
+def test_a_wait_beyond_the_limit_is_refused_with_the_limit(world: Api) -> None:
+    body = {"scenario_id": SCENARIO, "code": DP_SQL, "epsilon": 0.1}
+    r = world.client.post("/v1/jobs?wait=61", headers=world.as_role("operator"), json=body)
+    assert r.status_code == 422 and "60" in r.text
+    assert sdk(world).jobs() == []  # refused before anything was queued
+
+
+def test_the_sdk_wait_times_out_with_the_jobs_state(world: Api) -> None:
+    job = sdk(world).submit_sql(SCENARIO, DP_SQL, epsilon=0.1)
+    with pytest.raises(TimeoutError, match="authorized"):
+        sdk(world).wait(job, timeout_s=0.8)

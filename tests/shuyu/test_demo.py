@@ -278,3 +278,29 @@ def test_revoking_the_scenario_destroys_its_unreleased_outputs_and_keeps_the_log
             code="SELECT COUNT(*) AS n FROM residents",
             epsilon=0.3,
         )
+
+
+def test_submit_with_wait_runs_the_job_and_answers_once_it_settles(demo_home: Settings) -> None:
+    """Through the HTTP API with the real runner and sandbox: one held request takes a DP
+    query from submit to the gate (the demo scenario sends clean DP answers to review)."""
+    import httpx
+    from fastapi.testclient import TestClient
+
+    from shuyu.api.app import create_app
+    from shuyu.client import Client
+    from shuyu.jobs import JobRunner
+
+    domain = open_domain(demo_home)
+    token = domain.identity.create_token("operator", ttl_days=1).secret
+    requests: list[str] = []
+    app = create_app(domain, runner=JobRunner(domain, poll_s=5.0), console=False)
+    with TestClient(app) as http:
+        http.timeout = httpx.Timeout(120.0)  # the SDK holds requests up to its read timeout
+        http.event_hooks["request"].append(lambda r: requests.append(f"{r.method} {r.url.path}"))
+        sy = Client("http://testserver", token, http=http)
+        view = sy.submit_sql(SCENARIO_ID, DP_SQL, epsilon=0.07, wait_s=60)
+        assert view.state == "pending_review", view
+        assert requests == ["POST /v1/jobs"]
+    with domain.engine.connect() as conn:
+        assert get_job(conn, view.id).state == "pending_review"
+    domain.close()

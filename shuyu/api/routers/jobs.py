@@ -1,16 +1,20 @@
 """Jobs: submit (or dry-run), follow, cancel, and download the released result.
 
-Jobs are asynchronous. ``POST /v1/jobs`` answers 202 with the job in state ``submitted``;
-the runner takes it from there. Follow it by polling ``GET /v1/jobs/{job_id}`` or by
-streaming ``GET /v1/jobs/{job_id}/events`` (server-sent events: one ``state`` event per
-change, keep-alive comments in between, the stream ends when the job is final). The result
-can be downloaded only once it is released, as Arrow IPC, CSV or JSON.
+Jobs are asynchronous. ``POST /v1/jobs`` answers 202 with the job queued; the runner takes
+it from there. Follow it by polling ``GET /v1/jobs/{job_id}``, by streaming
+``GET /v1/jobs/{job_id}/events`` (server-sent events: one ``state`` event per change,
+keep-alive comments in between, the stream ends when the job is final), or by asking either
+call to wait: ``?wait=S`` holds the answer up to S seconds until the job *settles* (released,
+waiting for a reviewer, or ended) and answers 200 then, 202 if it is still on its way. A
+short query is then one request, and its answer one more. The result can be downloaded only
+once it is released, as Arrow IPC, CSV or JSON.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -20,7 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, status
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from enclave.tables import jobs as jobs_table
@@ -28,7 +32,14 @@ from shuyu import jobs
 from shuyu.api.deps import Caller, DomainDep, allow
 from shuyu.api.errors import ERROR_RESPONSES_FOR_FILES
 from shuyu.api.logging import bind_job
-from shuyu.api.schemas import TERMINAL_STATES, DryRunReport, JobEvent, JobView, SubmitJob
+from shuyu.api.schemas import (
+    SETTLED_STATES,
+    TERMINAL_STATES,
+    DryRunReport,
+    JobEvent,
+    JobView,
+    SubmitJob,
+)
 from shuyu.context import Domain
 from shuyu.errors import RateLimited
 
@@ -45,6 +56,21 @@ ACTIVE_STATES: tuple[str, ...] = ("submitted", "authorized", "running", "compute
 EVENT_POLL_S = 0.5  # the event stream's fallback poll (changes made by other processes)
 EVENT_STREAM_MAX_S = 600.0  # a stream ends after this; the client reconnects
 RETRY_AFTER_BUSY_S = 5
+MAX_WAIT_S = 60.0  # ?wait= longer than this is refused (422): reconnect instead
+
+WaitQuery = Annotated[
+    float,
+    Query(
+        ge=0,
+        le=MAX_WAIT_S,
+        description="Seconds to hold the answer until the job settles (released, waiting "
+        "for a reviewer, or ended): 200 if it did, 202 with its state if not. 0: answer now.",
+    ),
+]
+SETTLED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": JobView, "description": "The job has settled (with `wait`)."},
+    202: {"model": JobView, "description": "The job is on its way."},
+}
 
 MEDIA = {
     "arrow": "application/vnd.apache.arrow.stream",
@@ -85,14 +111,52 @@ def _submit(domain: Domain, caller: Caller, body: SubmitJob, *, dry_run: bool) -
     )
 
 
-@router.post("", response_model=JobView, status_code=status.HTTP_202_ACCEPTED)
-def submit_job(
-    domain: DomainDep, caller: Annotated[Caller, Depends(OPERATOR)], body: SubmitJob
-) -> Any:
-    """Submit a job; it runs in the background (poll it, or stream its events)."""
+async def _settle(domain: Domain, caller: Caller, view: dict[str, Any], wait_s: float) -> Any:
+    """``view`` once the job settles or ``wait_s`` passes: 200 if settled, 202 if not.
+
+    Sleeps on the job watch (no thread held); reads the job back only when this process
+    committed a change that settles it, or at each fallback poll (another process's change).
+    """
+    job_id = str(view["id"])
+    deadline = time.monotonic() + wait_s
+    watch = domain.job_watch
+    seen = watch.seen(job_id)
+    while view["state"] not in SETTLED_STATES:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        stamp = await watch.wait_async(seen, min(EVENT_POLL_S, left), job_id)
+        changed, seen = stamp > seen, stamp
+        if changed and watch.state(job_id) not in SETTLED_STATES:
+            continue  # a step on the way (running, computed, gated): nothing to read
+        view = await anyio.to_thread.run_sync(jobs.get, domain, caller.user, job_id)
+    settled = view["state"] in SETTLED_STATES
+    code = status.HTTP_200_OK if settled else status.HTTP_202_ACCEPTED
+    return JSONResponse(JobView.model_validate(view).model_dump(mode="json"), status_code=code)
+
+
+def _submit_now(domain: Domain, caller: Caller, body: SubmitJob) -> dict[str, Any]:
     _check_concurrency(domain, body.scenario_id)
-    view = _submit(domain, caller, body, dry_run=False)
+    return _submit(domain, caller, body, dry_run=False)
+
+
+@router.post(
+    "",
+    response_model=JobView,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=SETTLED_RESPONSES,
+)
+async def submit_job(
+    domain: DomainDep,
+    caller: Annotated[Caller, Depends(OPERATOR)],
+    body: SubmitJob,
+    wait: WaitQuery = 0.0,
+) -> Any:
+    """Submit a job; it runs in the background (poll it, stream its events, or `wait`)."""
+    view = await anyio.to_thread.run_sync(_submit_now, domain, caller, body)
     with bind_job(str(view.get("id", ""))):
+        if wait > 0:
+            return await _settle(domain, caller, view, wait)
         return view
 
 
@@ -122,9 +186,17 @@ def visible_job(
         return jobs.get(domain, caller.user, job_id)
 
 
-@router.get("/{job_id}", response_model=JobView)
-def show_job(view: Annotated[dict[str, Any], Depends(visible_job)]) -> Any:
-    """One job: state, error code (never data), timestamps."""
+@router.get("/{job_id}", response_model=JobView, responses=SETTLED_RESPONSES)
+async def show_job(
+    domain: DomainDep,
+    caller: Annotated[Caller, Depends(READERS)],
+    view: Annotated[dict[str, Any], Depends(visible_job)],
+    wait: WaitQuery = 0.0,
+) -> Any:
+    """One job: state, error code (never data), timestamps; with `wait`, once it settles."""
+    if wait > 0:
+        with bind_job(str(view["id"])):
+            return await _settle(domain, caller, view, wait)
     return view
 
 
