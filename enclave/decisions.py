@@ -26,7 +26,7 @@ from enclave.audit import AuditLog
 from enclave.errors import IdentityError
 from enclave.identity import IdentityService
 from enclave.requests import RequestService
-from enclave.scenarios import DatasetRow, ScenarioService, dataset_rows
+from enclave.scenarios import DatasetRow, ScenarioRecord, ScenarioService, dataset_rows
 from policies.decision import Actor, DatasetFacts, Decision, JobAccess, decide
 
 __all__ = ["AccessService", "dataset_facts"]
@@ -72,6 +72,11 @@ class AccessService:
         self, conn: Connection, user_id: str, scenario_id: str, job: JobAccess
     ) -> dict[str, Any]:
         """The keyword arguments of :func:`policies.decision.decide`, read from the DB."""
+        return self._gather(conn, user_id, scenario_id, job)[0]
+
+    def _gather(
+        self, conn: Connection, user_id: str, scenario_id: str, job: JobAccess
+    ) -> tuple[dict[str, Any], ScenarioRecord | None]:
         try:
             actor = self._identity.get(user_id, conn).actor()
         except IdentityError:
@@ -94,7 +99,7 @@ class AccessService:
             "approved_requests": frozenset(approved),
             "fusion_approvals": rec.fusion_approved if rec else frozenset(),
             "now": self._clock(),
-        }
+        }, rec
 
     def decide_job(
         self,
@@ -113,7 +118,21 @@ class AccessService:
         if conn is None:
             with self._engine.begin() as own:
                 return self.decide_job(user_id, scenario_id, job, job_id=job_id, conn=own)
-        inputs = self.gather(conn, user_id, scenario_id, job)
+        return self.decide_job_in(conn, user_id, scenario_id, job, job_id=job_id)[0]
+
+    def decide_job_in(
+        self,
+        conn: Connection,
+        user_id: str,
+        scenario_id: str,
+        job: JobAccess,
+        *,
+        job_id: str | None = None,
+    ) -> tuple[Decision, ScenarioRecord | None]:
+        """:meth:`decide_job` in the caller's transaction, with the scenario as the
+        decision read it there (None: no such scenario), so that a caller who needs the
+        scenario too does not read it a second time."""
+        inputs, rec = self._gather(conn, user_id, scenario_id, job)
         decision = decide(**inputs)
         self._audit.record(
             conn,
@@ -123,7 +142,7 @@ class AccessService:
             result="allowed" if decision.allowed else "denied",
             details=_details(decision, job, job_id),
         )
-        return decision
+        return decision, rec
 
     def authorize_job(
         self,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "ALLOWED_FROM",
     "Job",
     "JobStateError",
+    "advance",
     "create_job",
     "get_job",
     "list_jobs",
@@ -169,7 +170,23 @@ def create_job(
         },
     )
     mark_changed(conn, job_id, "submitted")
-    return get_job(conn, job_id)
+    # As inserted: reading the row back costs a statement and tells nothing new.
+    return Job(
+        id=job_id,
+        scenario_id=scenario_id,
+        submitter=submitter,
+        kind=kind,
+        output_mode=output_mode,
+        code=code,
+        code_sha256=code_sha,
+        params=dict(params),
+        state="submitted",
+        error_code=None,
+        error_message=None,
+        policy_hash=policy_hash,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 _GET_JOB = sa.select(jobs).where(jobs.c.id == sa.bindparam("job_id"))  # built once: hot
@@ -221,12 +238,14 @@ def transition(
     error_code: str | None = None,
     error_message: str | None = None,
     details: dict[str, Any] | None = None,
+    at: datetime | None = None,
     **values: Any,
 ) -> bool:
     """Move a job to ``to``; True if it moved, False if it was already there.
 
     Raises :class:`JobStateError` when the job is in a state from which ``to`` is not
-    reachable (for example approving a job that was rejected).
+    reachable (for example approving a job that was rejected). ``at`` is the time written
+    to ``updated_at`` (now by default).
     """
     if to not in ALLOWED_FROM:
         raise JobStateError(f"unknown job state {to!r}", kind="internal")
@@ -235,7 +254,7 @@ def transition(
         {
             "job_id": job_id,
             "state": to,
-            "updated_at": datetime.now(UTC),
+            "updated_at": at or datetime.now(UTC),
             "error_code": error_code,
             "error_message": error_message,
             **values,
@@ -261,4 +280,48 @@ def transition(
     raise JobStateError(
         f"job {job_id} is {current}; it cannot become {to}",
         hint=f"a job becomes {to} only from: {', '.join(sorted(ALLOWED_FROM[to]))}",
+    )
+
+
+def advance(
+    conn: Connection,
+    audit: AuditLog,
+    job: Job,
+    to: str,
+    *,
+    actor: str,
+    error_code: str | None = None,
+    error_message: str | None = None,
+    details: dict[str, Any] | None = None,
+    policy_hash: str | None = None,
+) -> Job:
+    """:func:`transition`, returning the job as this transaction leaves it.
+
+    When the job moved, the new row is ``job`` with the columns the move wrote, so it is
+    not read back (a statement per state on the hot path); when it was already in ``to``
+    (a retry), it is read back.
+    """
+    now = datetime.now(UTC)
+    extra: dict[str, Any] = {} if policy_hash is None else {"policy_hash": policy_hash}
+    moved = transition(
+        conn,
+        audit,
+        job.id,
+        to,
+        actor=actor,
+        error_code=error_code,
+        error_message=error_message,
+        details=details,
+        at=now,
+        **extra,
+    )
+    if not moved:
+        return get_job(conn, job.id)
+    return replace(
+        job,
+        state=to,
+        updated_at=now,
+        error_code=error_code,
+        error_message=error_message,
+        **extra,
     )

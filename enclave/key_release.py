@@ -87,13 +87,25 @@ class KeyReleaseService:
             ).first()
             if row is None or row.status != "active":
                 raise _Mismatch("dataset_not_active")
-            meta = DatasetMeta.model_validate(row.meta)
-            by_name = {c.name: c for c in meta.columns}
-            needed.add(data_key_id(dataset_id, FOOTER))
-            for col in cols:
-                if col not in by_name:
-                    raise _Mismatch("column_unknown")
-                needed.add(data_key_id(dataset_id, meta.column_grade(by_name[col])))
+            needed |= _key_ids_of(dataset_id, DatasetMeta.model_validate(row.meta), cols)
+        return frozenset(needed)
+
+    @staticmethod
+    def key_ids_from_catalog(
+        metas: Mapping[str, DatasetMeta], columns: Mapping[str, Collection[str]]
+    ) -> frozenset[str]:
+        """:meth:`required_key_ids` from catalog entries the host already holds (dataset id
+        -> meta), without reading them again. The service still resolves the claim from the
+        database when it checks it, so a host with a stale entry is refused."""
+        needed: set[str] = set()
+        try:
+            for dataset_id, cols in columns.items():
+                meta = metas.get(dataset_id)
+                if meta is None:
+                    return frozenset()
+                needed |= _key_ids_of(dataset_id, meta, cols)
+        except _Mismatch:
+            return frozenset()
         return frozenset(needed)
 
     def required_key_ids(
@@ -208,6 +220,17 @@ class KeyReleaseService:
                 created_at=datetime.now(UTC),
             )
         )
+
+
+def _key_ids_of(dataset_id: str, meta: DatasetMeta, cols: Collection[str]) -> set[str]:
+    """The footer key plus one key per grade of ``cols``; ``column_unknown`` otherwise."""
+    by_name = {c.name: c for c in meta.columns}
+    needed = {data_key_id(dataset_id, FOOTER)}
+    for col in cols:
+        if col not in by_name:
+            raise _Mismatch("column_unknown")
+        needed.add(data_key_id(dataset_id, meta.column_grade(by_name[col])))
+    return needed
 
 
 _REASONS: dict[str, str] = {

@@ -19,7 +19,7 @@ import os
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
@@ -107,6 +107,9 @@ class LocalFileKms:
 _GET_KEY = sa.select(data_keys.c.wrapped_key, data_keys.c.destroyed_at).where(
     data_keys.c.key_id == sa.bindparam("key_id")
 )  # built once: read several times per job
+_GET_KEYS = sa.select(data_keys.c.key_id, data_keys.c.wrapped_key, data_keys.c.destroyed_at).where(
+    data_keys.c.key_id.in_(sa.bindparam("key_ids", expanding=True))
+)
 
 
 class KeyService:
@@ -130,7 +133,9 @@ class KeyService:
         return key_id
 
     def get(self, conn: Connection, key_id: str) -> bytes:
-        row = conn.execute(_GET_KEY, {"key_id": key_id}).first()
+        return self._unwrap(key_id, conn.execute(_GET_KEY, {"key_id": key_id}).first())
+
+    def _unwrap(self, key_id: str, row: Any) -> bytes:
         if row is None:
             raise KeyMaterialError(
                 f"no data key {key_id}",
@@ -149,7 +154,12 @@ class KeyService:
         return self._kms.unwrap(bytes(row.wrapped_key), key_id.encode())
 
     def get_many(self, conn: Connection, key_ids: list[str]) -> dict[str, bytes]:
-        return {k: self.get(conn, k) for k in key_ids}
+        """Several keys in one statement; the first unknown or destroyed one (in the order
+        asked) raises as :meth:`get` would."""
+        if len(key_ids) <= 1:
+            return {k: self.get(conn, k) for k in key_ids}
+        rows = {r.key_id: r for r in conn.execute(_GET_KEYS, {"key_ids": list(key_ids)})}
+        return {k: self._unwrap(k, rows.get(k)) for k in key_ids}
 
     def key_ids(self, conn: Connection, dataset_id: str) -> list[str]:
         return [

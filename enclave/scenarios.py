@@ -105,6 +105,7 @@ class DatasetRow:
     scenario_id: str | None
     meta: dict[str, Any]
     lineage: dict[str, Any] | None = None
+    created_at: datetime | None = None  # when this version was imported (acquisition date)
 
     @property
     def column_names(self) -> frozenset[str]:
@@ -128,7 +129,15 @@ _DATASET_ROWS = (
     .where(datasets.c.name.in_(sa.bindparam("names", expanding=True)))
     .order_by(datasets.c.name, datasets.c.version.desc())
 )
-_FIND = sa.select(scenarios).where(scenarios.c.id == sa.bindparam("scenario_id"))
+# The scenario and its fusion approvals in one statement (one row per approved dataset):
+# every access decision reads it.
+_FIND_FULL = (
+    sa.select(scenarios, fusion_approvals.c.dataset.label("fusion_dataset"))
+    .select_from(
+        scenarios.outerjoin(fusion_approvals, fusion_approvals.c.scenario_id == scenarios.c.id)
+    )
+    .where(scenarios.c.id == sa.bindparam("scenario_id"))
+)
 _FUSION = sa.select(fusion_approvals.c.dataset).where(
     fusion_approvals.c.scenario_id == sa.bindparam("scenario_id")
 )
@@ -156,6 +165,7 @@ def dataset_rows(conn: Connection, names: Iterable[str]) -> dict[str, DatasetRow
             scenario_id=r.scenario_id,
             meta=r.meta if isinstance(r.meta, dict) else {},
             lineage=r.lineage,
+            created_at=r.created_at,
         )
     return out
 
@@ -314,10 +324,11 @@ class ScenarioService:
         if conn is None:
             with self._engine.connect() as c:
                 return self.find(scenario_id, c)
-        row = conn.execute(_FIND, {"scenario_id": scenario_id}).first()
-        if row is None:
+        rows = conn.execute(_FIND_FULL, {"scenario_id": scenario_id}).all()
+        if not rows:
             return None
-        return _record(row, self.fusion_approved(conn, scenario_id))
+        fusion = frozenset(r.fusion_dataset for r in rows if r.fusion_dataset is not None)
+        return _record(rows[0], fusion)
 
     def list_scenarios(
         self,
