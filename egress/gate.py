@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,13 +41,14 @@ from egress.checks import (
 from egress.errors import EgressError
 from egress.gate_tables import egress_outputs, egress_reports
 from egress.history import CellHistory
+from egress.release import Packaged, package, register, sources_of
 from egress.report import EgressReport, Route, build_report, route
 from egress.sealing import key_bytes, open_sealed, seal
 from enclave.audit import AuditLog
 from enclave.authz_tables import scenarios
-from enclave.jobstore import get_job, transition
+from enclave.jobstore import Job, get_job, transition
 from enclave.keys import KeyService
-from enclave.scenarios import dataset_rows
+from enclave.scenarios import DatasetRow, dataset_rows
 from enclave.signing import Signer
 from policies.disclosure import effective_disclosure
 from policies.grades import GradePolicy, load_grades
@@ -92,27 +94,29 @@ class Gate:
 
     def dataset_grades(self, conn: Connection, names: Sequence[str]) -> list[str]:
         """Each dataset's grade; an unknown dataset counts as the highest grade."""
-        rows = dataset_rows(conn, names)
+        return self._grades_of(dataset_rows(conn, names), names)
+
+    def _grades_of(self, rows: Mapping[str, DatasetRow], names: Sequence[str]) -> list[str]:
         top = self.grades.operable_levels[-1]
         return [rows[n].grade if n in rows else top for n in names] or [top]
 
     def thresholds(self, conn: Connection, scenario_id: str, datasets: Sequence[str]) -> Thresholds:
         sc = self.scenario(conn, scenario_id)
+        return self._thresholds(sc, dataset_rows(conn, datasets), datasets)
+
+    def _thresholds(
+        self, sc: Scenario | None, rows: Mapping[str, DatasetRow], datasets: Sequence[str]
+    ) -> Thresholds:
         disclosure = sc.disclosure if sc is not None else Disclosure()
-        eff = effective_disclosure(disclosure, self.dataset_grades(conn, datasets), self.grades)
+        eff = effective_disclosure(disclosure, self._grades_of(rows, datasets), self.grades)
         return Thresholds.from_disclosure(eff)
 
     def required_reviewers(self, conn: Connection, datasets: Sequence[str]) -> int:
         """Distinct approvals an output of these datasets needs (two for L4 by default)."""
-        return max(
-            [
-                1,
-                *(
-                    self.grades.get(g).reviewers_required
-                    for g in self.dataset_grades(conn, datasets)
-                ),
-            ]
-        )
+        return self._reviewers(self.dataset_grades(conn, datasets))
+
+    def _reviewers(self, grades: Sequence[str]) -> int:
+        return max([1, *(self.grades.get(g).reviewers_required for g in grades)])
 
     def check_actor(self, conn: Connection, user: str, action: str) -> None:
         if self.authorize is not None:
@@ -222,52 +226,8 @@ class Gate:
                 auto_release_clean_dp=auto_release_clean_dp,
             )
             needed = self.required_reviewers(conn, report.datasets)
-            conn.execute(
-                egress_reports.insert().values(
-                    job_id=job_id,
-                    verdict=report.verdict,
-                    route=where,
-                    report=report.to_dict(),
-                    report_sha256=sha,
-                    required_reviewers=needed,
-                    created_at=datetime.now(UTC),
-                )
-            )
-            self.audit.record(
-                conn,
-                actor=actor,
-                action="egress.report",
-                target=job_id,
-                result=report.verdict,
-                details={"route": where, "counts": report.counts(), "report_sha256": sha},
-            )
-            if where == "refused":
-                transition(
-                    conn,
-                    self.audit,
-                    job_id,
-                    "refused",
-                    actor=actor,
-                    error_code="egress.blocked",
-                    error_message="the egress report blocks an output; see the report's "
-                    "findings and fixes",
-                )
-                return GateResult(job_id, where, report.verdict, sha, needed)
-            if on_hold is not None:
-                on_hold(conn)
-            self.store_outputs(conn, job_id, outputs)
-            for o in outputs:
-                if not o.is_dp and o.stats is not None and o.stats.units is not None:
-                    self.history.record(
-                        conn,
-                        job_id=job_id,
-                        scenario_id=job.scenario_id,
-                        output_name=o.name,
-                        datasets=o.datasets,
-                        units=o.stats.units,
-                    )
-            if where == "pending_review":
-                transition(conn, self.audit, job_id, "pending_review", actor=actor)
+            self._keep(conn, job, outputs, report, sha, where, needed, actor, on_hold)
+            if where != "auto_released":
                 return GateResult(job_id, where, report.verdict, sha, needed)
             from egress.release import Held, release_job
 
@@ -276,6 +236,171 @@ class Gate:
             held = Held(get_job(conn, job_id), outputs, report, sha, needed)
         rel = release_job(self, job_id, actor=actor, auto=True, held=held)
         return GateResult(job_id, where, report.verdict, sha, needed, rel.release_id)
+
+    def _keep(
+        self,
+        conn: Connection,
+        job: Job,
+        outputs: Sequence[OutputSpec],
+        report: EgressReport,
+        sha: str,
+        where: Route,
+        needed: int,
+        actor: str,
+        on_hold: Callable[[Connection], None] | None = None,
+    ) -> bool:
+        """In the caller's transaction: keep the report (audited) and act on its route.
+
+        ``refused``: the job is refused and nothing is held. Otherwise the outputs are
+        sealed and held, with their cells for later differencing, and a ``pending_review``
+        job moves there (an ``auto_released`` one stays ``gated`` for its release).
+        Returns whether any cells were recorded.
+        """
+        job_id = job.id
+        conn.execute(
+            egress_reports.insert().values(
+                job_id=job_id,
+                verdict=report.verdict,
+                route=where,
+                report=report.to_dict(),
+                report_sha256=sha,
+                required_reviewers=needed,
+                created_at=datetime.now(UTC),
+            )
+        )
+        self.audit.record(
+            conn,
+            actor=actor,
+            action="egress.report",
+            target=job_id,
+            result=report.verdict,
+            details={"route": where, "counts": report.counts(), "report_sha256": sha},
+        )
+        if where == "refused":
+            transition(
+                conn,
+                self.audit,
+                job_id,
+                "refused",
+                actor=actor,
+                error_code="egress.blocked",
+                error_message="the egress report blocks an output; see the report's "
+                "findings and fixes",
+            )
+            return False
+        if on_hold is not None:
+            on_hold(conn)
+        self.store_outputs(conn, job_id, outputs)
+        cells = False
+        for o in outputs:
+            if not o.is_dp and o.stats is not None and o.stats.units is not None:
+                self.history.record(
+                    conn,
+                    job_id=job_id,
+                    scenario_id=job.scenario_id,
+                    output_name=o.name,
+                    datasets=o.datasets,
+                    units=o.stats.units,
+                )
+                cells = True
+        if where == "pending_review":
+            transition(conn, self.audit, job_id, "pending_review", actor=actor)
+        return cells
+
+    def process_charged(
+        self,
+        job: Job,
+        outputs: Sequence[OutputSpec],
+        *,
+        charge: Callable[[Connection], bool],
+        auto_release_clean_dp: bool,
+        identifiers: IdentifierIndex | None = None,
+        precomputed: Mapping[str, Mapping[str, Sequence[Finding]]] | None = None,
+        actor: str = "system",
+    ) -> GateResult | None:
+        """Check a DP job's outputs, then charge, keep and release them in ONE transaction.
+
+        ``job`` is the ``running`` job whose outputs these are. ``charge(conn)`` runs first
+        in the transaction: it moves the job to ``gated`` and pays for the outputs' noisy
+        values; it returns False when the ledger answered with other values than these
+        (a repeat released meanwhile, or this job's own earlier charge), and then only what
+        it wrote commits and None is returned — the caller sends that earlier answer
+        through :meth:`process`. Otherwise the report, the held outputs and, for an
+        auto-released output, the release (its folder written before the transaction,
+        removed if it does not commit) commit with the charge: an answer is never charged
+        and left unreported, nor released unpaid. The charge's own errors (the budget
+        cannot pay) roll everything back and propagate.
+        """
+        datasets = sorted({d for o in outputs for d in o.datasets})
+        with self.engine.connect() as conn:
+            sc = self.scenario(conn, job.scenario_id)
+            rows = dataset_rows(conn, datasets)
+            history: DifferencingIndex | None = None
+            if datasets and not all(o.is_dp for o in outputs):
+                t_pre = self._thresholds(sc, rows, datasets)
+                history = self.history.index(
+                    conn, datasets, t_pre.min_cell_units, exclude_job=job.id
+                )
+        t = self._thresholds(sc, rows, datasets)
+        report = build_report(
+            job.id, outputs, t, identifiers=identifiers, history=history, precomputed=precomputed
+        )
+        text = report.to_json()
+        sha = hashlib.sha256(text.encode()).hexdigest()
+        where = route(
+            report,
+            modes=[o.mode for o in outputs] or [job.output_mode],
+            auto_release_clean_dp=auto_release_clean_dp,
+        )
+        if set(report.datasets) - set(rows):
+            with self.engine.connect() as conn:
+                rows = {**rows, **dataset_rows(conn, report.datasets)}
+        needed = self._reviewers(self._grades_of(rows, report.datasets))
+        pkg: Packaged | None = None
+        sources: list[dict[str, Any]] = []
+        if where == "auto_released":
+            sources = sources_of(rows, report.datasets)
+            pkg = package(
+                self,
+                job,
+                outputs,
+                report,
+                sha,
+                0,
+                scenario=sc,
+                sources=sources,
+                reviews=[],
+                actor=actor,
+                auto=True,
+                report_json=text,
+            )
+        try:
+            with self.engine.begin() as conn:
+                paid = charge(conn)
+                if paid:
+                    cells = self._keep(conn, job, outputs, report, sha, where, needed, actor)
+                    if pkg is not None:
+                        register(
+                            conn,
+                            self,
+                            pkg,
+                            job,
+                            scenario=sc,
+                            sources=sources,
+                            actor=actor,
+                            cells_held=cells,
+                        )
+        except BaseException:
+            if pkg is not None:
+                shutil.rmtree(pkg.root, ignore_errors=True)
+            raise
+        if not paid:
+            if pkg is not None:
+                shutil.rmtree(pkg.root, ignore_errors=True)
+            return None
+        return GateResult(
+            job.id, where, report.verdict, sha, needed, pkg.release_id if pkg else None
+        )
 
     def process(
         self,

@@ -31,7 +31,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -46,15 +46,15 @@ from egress.errors import ReleaseError
 from egress.gate_tables import egress_releases, egress_reviews
 from egress.registry import record_download, register_product, release_path
 from enclave.jobstore import get_job, transition
-from enclave.scenarios import dataset_rows
+from enclave.scenarios import DatasetRow, dataset_rows
 from enclave.signing import verify_signature
-from enclave.tables import datasets
 
 if TYPE_CHECKING:
     from egress.checks import OutputSpec
     from egress.gate import Gate
     from egress.report import EgressReport
     from enclave.jobstore import Job
+    from policies.scenario import Scenario
 
 __all__ = [
     "FORMAT",
@@ -62,10 +62,14 @@ __all__ = [
     "PUBLIC_KEY",
     "SIGNATURE",
     "Held",
+    "Packaged",
     "Release",
     "ReleaseVerification",
     "download_release",
+    "package",
+    "register",
     "release_job",
+    "sources_of",
     "verify_release",
 ]
 
@@ -193,6 +197,70 @@ def release_job(
             )
         ]
 
+    pkg = package(
+        gate,
+        job,
+        outputs,
+        report,
+        report_sha256,
+        0 if auto else required_reviewers,
+        scenario=scenario,
+        sources=sources,
+        reviews=reviews,
+        actor=actor,
+        auto=auto,
+        formats=formats,
+    )
+    try:
+        with gate.engine.begin() as conn:
+            rel = register(
+                conn,
+                gate,
+                pkg,
+                job,
+                scenario=scenario,
+                sources=sources,
+                actor=actor,
+                formats=formats,
+            )
+    except BaseException:
+        shutil.rmtree(pkg.root, ignore_errors=True)
+        raise
+    return rel
+
+
+@dataclass(frozen=True)
+class Packaged:
+    """A release folder written and signed under its final name, not yet registered: until
+    :func:`register` commits, no row points at it (the caller removes it on failure)."""
+
+    release_id: str
+    root: Path
+    manifest_sha256: str
+    signature: str
+    files: int
+    auto: bool
+
+
+def package(
+    gate: Gate,
+    job: Job,
+    outputs: Sequence[OutputSpec],
+    report: EgressReport,
+    report_sha256: str,
+    required_reviewers: int,
+    *,
+    scenario: Scenario | None,
+    sources: list[dict[str, Any]],
+    reviews: list[dict[str, Any]],
+    actor: str,
+    auto: bool,
+    formats: tuple[str, ...] = _FORMATS,
+    report_json: str | None = None,
+) -> Packaged:
+    """Write the release folder of ``job``'s outputs: data files, report, signed manifest.
+
+    ``report_json`` is ``report.to_json()`` when the caller has it already."""
     release_id = f"R-{uuid.uuid4().hex[:16]}"
     root = gate.releases_dir / release_id
     root.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -219,7 +287,7 @@ def release_job(
                     }
                 )
         report_path = tmp / "report.json"
-        report_path.write_text(report.to_json() + "\n", encoding="utf-8")
+        report_path.write_text((report_json or report.to_json()) + "\n", encoding="utf-8")
         files.append(
             {
                 "path": "report.json",
@@ -275,7 +343,7 @@ def release_job(
             "dp_cost": dp_cost,
             "review": {
                 "auto_released": auto,
-                "required_reviewers": 0 if auto else required_reviewers,
+                "required_reviewers": required_reviewers,
                 "reviewers": reviews,
             },
             "files": files,
@@ -293,64 +361,78 @@ def release_job(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return Packaged(release_id, root, manifest_sha, signature, len(files), auto)
 
-    try:
-        with gate.engine.begin() as conn:
-            now = datetime.now(UTC)
-            conn.execute(
-                egress_releases.insert().values(
-                    id=release_id,
-                    job_id=job_id,
-                    scenario_id=job.scenario_id,
-                    path=str(root),
-                    manifest_sha256=manifest_sha,
-                    signature=signature,
-                    public_key=gate.signer.public_key_hex,
-                    released_by=actor,
-                    auto=auto,
-                    created_at=now,
-                )
-            )
-            register_product(
-                conn,
-                release_id=release_id,
-                name=str(params.get("product_name") or f"{job.scenario_id} {job.id}"),
-                summary=str(
-                    params.get("product_summary")
-                    or (scenario.title if scenario and scenario.title else "")
-                    or f"output of job {job.id} under scenario {job.scenario_id}"
-                ),
-                formats=formats,
-                scenario_id=job.scenario_id,
-                operator_org=scenario.operator_org if scenario else "",
-                sources=sources,
-            )
-            gate.history.mark_released(conn, job_id)
-            transition(
-                conn,
-                gate.audit,
-                job_id,
-                "auto_released" if auto else "released",
-                actor=actor,
-                details={"release": release_id},
-            )
-            gate.audit.record(
-                conn,
-                actor=actor,
-                action="release.create",
-                target=release_id,
-                details={
-                    "job": job_id,
-                    "manifest_sha256": manifest_sha,
-                    "files": len(files),
-                    "auto": auto,
-                },
-            )
-            gate.audit.checkpoint(conn)
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
-    return Release(release_id, job_id, root, manifest_sha, auto)
+
+def register(
+    conn: sa.Connection,
+    gate: Gate,
+    pkg: Packaged,
+    job: Job,
+    *,
+    scenario: Scenario | None,
+    sources: list[dict[str, Any]],
+    actor: str,
+    formats: tuple[str, ...] = _FORMATS,
+    cells_held: bool = True,
+) -> Release:
+    """In the caller's transaction: the release and product rows, the job's move to
+    (auto_)released, the audit entry and a signed checkpoint. ``cells_held=False`` says the
+    job recorded no cells in the differencing history (DP outputs), so none are marked."""
+    params = job.params
+    auto = pkg.auto
+    conn.execute(
+        egress_releases.insert().values(
+            id=pkg.release_id,
+            job_id=job.id,
+            scenario_id=job.scenario_id,
+            path=str(pkg.root),
+            manifest_sha256=pkg.manifest_sha256,
+            signature=pkg.signature,
+            public_key=gate.signer.public_key_hex,
+            released_by=actor,
+            auto=auto,
+            created_at=datetime.now(UTC),
+        )
+    )
+    register_product(
+        conn,
+        release_id=pkg.release_id,
+        name=str(params.get("product_name") or f"{job.scenario_id} {job.id}"),
+        summary=str(
+            params.get("product_summary")
+            or (scenario.title if scenario and scenario.title else "")
+            or f"output of job {job.id} under scenario {job.scenario_id}"
+        ),
+        formats=formats,
+        scenario_id=job.scenario_id,
+        operator_org=scenario.operator_org if scenario else "",
+        sources=sources,
+    )
+    if cells_held:
+        gate.history.mark_released(conn, job.id)
+    transition(
+        conn,
+        gate.audit,
+        job.id,
+        "auto_released" if auto else "released",
+        actor=actor,
+        details={"release": pkg.release_id},
+    )
+    gate.audit.record(
+        conn,
+        actor=actor,
+        action="release.create",
+        target=pkg.release_id,
+        details={
+            "job": job.id,
+            "manifest_sha256": pkg.manifest_sha256,
+            "files": pkg.files,
+            "auto": auto,
+        },
+    )
+    gate.audit.checkpoint(conn)
+    return Release(pkg.release_id, job.id, pkg.root, pkg.manifest_sha256, auto)
 
 
 def _nothing_to_release(job_id: str) -> ReleaseError:
@@ -363,8 +445,11 @@ def _nothing_to_release(job_id: str) -> ReleaseError:
 
 
 def _sources(conn: sa.Connection, names: list[str]) -> list[dict[str, Any]]:
+    return sources_of(dataset_rows(conn, names), names)
+
+
+def sources_of(rows: Mapping[str, DatasetRow], names: Sequence[str]) -> list[dict[str, Any]]:
     """Each source dataset: version, provider, acquisition date, time coverage (R5.4)."""
-    rows = dataset_rows(conn, names)
     out: list[dict[str, Any]] = []
     for n in names:
         r = rows.get(n)
@@ -372,9 +457,7 @@ def _sources(conn: sa.Connection, names: list[str]) -> list[dict[str, Any]]:
             out.append({"name": n, "id": None, "version": None})
             continue
         meta = r.meta
-        acquired = conn.execute(
-            sa.select(datasets.c.created_at).where(datasets.c.id == r.id)
-        ).scalar()
+        acquired = r.created_at
         out.append(
             {
                 "name": n,

@@ -27,6 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlglot import exp
 
 from egress.checks import Finding, IdentifierIndex, OutputSpec
@@ -34,11 +35,12 @@ from egress.checks.inputs import MeasureKind, OutputStats
 from egress.checks.stats_sql import Measure, cell_stats_sql
 from egress.dp import CompiledQuery, DatasetCatalog, apply_noise, compile_query
 from egress.dp.analyze import Plan, analyze
+from egress.dp.release import NoisyResult
 from egress.errors import BudgetExhausted, QueryRefused
 from egress.ledger import Budget, Ledger
 from enclave.errors import EnclaveError
 from enclave.identity import User
-from enclave.jobstore import Job, JobStateError, create_job, get_job, transition
+from enclave.jobstore import Job, JobStateError, advance, create_job, get_job, transition
 from enclave.jobstore import list_jobs as _list_jobs
 from enclave.key_release import KeyReleaseService, ReleaseClaims
 from enclave.store import DatasetRecord
@@ -142,10 +144,11 @@ def _prepare(
     job_kind: str,
     output_mode: str,
     code: str,
-    s: Scenario,
+    s: Scenario | None,
     params: Mapping[str, Any],
 ) -> _Prepared:
     if job_kind == "python":
+        assert s is not None  # a Python job reads its scenario's datasets
         # A Python job sees its scenario's datasets, as the desensitized sample view's columns.
         return _Prepared({name: set(scope.columns) for name, scope in s.datasets.items()})
     records: dict[str, DatasetRecord] = {}
@@ -312,15 +315,14 @@ def submit(
         )
         decision = domain.access.decide_job(user.id, scenario_id, access, job_id=job.id, conn=conn)
         if decision.allowed:
-            transition(
+            return advance(
                 conn,
                 domain.audit,
-                job.id,
+                job,
                 "authorized",
                 actor="system",
                 policy_hash=decision.policy_hash,
-            )
-            return get_job(conn, job.id).view()
+            ).view()
         denied = decision.denial()
         assert denied is not None
         transition(
@@ -459,8 +461,9 @@ def _release_keys(
             if name in scope and rec.meta.privacy_unit:
                 allowed.add(rec.meta.privacy_unit)
         authorized[rec.id] = allowed
-    with domain.engine.connect() as conn:
-        key_ids = service.required_key_ids(conn, by_id)
+    # The claim comes from the catalog entries the job was compiled against; the key
+    # service resolves it again from the database when it checks it.
+    key_ids = service.key_ids_from_catalog({r.id: r.meta for r in records.values()}, by_id)
     claims = ReleaseClaims(
         job_id=job.id,
         image_id=sb.image_id,
@@ -544,9 +547,11 @@ def _decide_again(
     key release to check claims against; the scenario and the compiled query go on to the
     run, so a job is compiled once here.
     """
-    s = _scenario(domain, job.scenario_id)
+    # A SQL job is compiled from the catalog alone; its scenario is read once, by the
+    # decision, in the claim's transaction. A Python job's columns are its scenario's.
+    before = _scenario(domain, job.scenario_id) if job.kind == "python" else None
     params = dict(job.params)
-    prepared = _prepare(domain, job.kind, job.output_mode, job.code, s, params)
+    prepared = _prepare(domain, job.kind, job.output_mode, job.code, before, params)
     access = _access(
         job.kind,
         job.output_mode,
@@ -561,8 +566,8 @@ def _decide_again(
             claim.held = False
         if not claim.held:
             return None
-        decision = domain.access.decide_job(
-            job.submitter, job.scenario_id, access, job_id=job.id, conn=conn
+        decision, rec = domain.access.decide_job_in(
+            conn, job.submitter, job.scenario_id, access, job_id=job.id
         )
         problem = None
         if not decision.allowed:
@@ -580,8 +585,9 @@ def _decide_again(
                 error_message=problem,
             )
             return None
+    assert rec is not None  # an allowed decision had the scenario's grant
     scope = {name: sorted(cols) for name, cols in decision.scope.items()}
-    return replace(job, params={**job.params, "authorized_scope": scope}), s, prepared
+    return replace(job, params={**job.params, "authorized_scope": scope}), rec.scenario, prepared
 
 
 def _run(domain: Domain, job: Job, s: Scenario, prepared: _Prepared) -> None:
@@ -636,13 +642,17 @@ def _run_dp(
         out = sb.run(_spec(job, compiled.rewritten_sql, columns, records, keys), warm=True)
         noisy = apply_noise(compiled, out.result)
         try:
-            # The exact answer becomes noisy in memory; the charge, the noisy values and
-            # the job's moves commit together. The ledger may hand back an earlier answer
-            # (this job's own charge after a crash, or the same query released meanwhile),
-            # and that answer — never a second noisy draw — is what goes to the gate.
-            with domain.engine.begin() as conn:
+            # The exact answer becomes noisy in memory. The charge, the noisy values, the
+            # job's moves, the egress report, the held output and (auto-released) the
+            # release all commit in one transaction. The ledger may hand back an earlier
+            # answer (this job's own charge after a crash, or the same query released
+            # meanwhile); then only the moves commit here, and that answer — never a
+            # second noisy draw — goes through the gate below.
+            answered: list[NoisyResult] = []
+
+            def charge(conn: Connection) -> bool:
                 transition(conn, domain.audit, job.id, "computed", actor="system")
-                noisy = ledger.charge_and_record(
+                rel = ledger.charge_and_record(
                     conn,
                     scenario_id=job.scenario_id,
                     job_id=job.id,
@@ -650,13 +660,29 @@ def _run_dp(
                     result=noisy,
                     budget=Budget.of(s.privacy_budget),
                     actor=job.submitter,
-                ).result
+                )
                 transition(conn, domain.audit, job.id, "gated", actor="system")
+                if rel.charged:  # these very values were paid for
+                    return True
+                answered.append(rel.result)
+                return False
+
+            done = domain.gate.process_charged(
+                job,
+                [_dp_output(compiled, noisy, records)],
+                charge=charge,
+                auto_release_clean_dp=s.auto_release_clean_dp,
+                identifiers=IdentifierIndex.empty(),
+                precomputed=_aggregate_only("DP"),
+            )
         except BudgetExhausted as exc:
             ledger.record_denial(
                 domain.engine, exc, scenario_id=job.scenario_id, job_id=job.id, actor=job.submitter
             )
             raise
+        if done is not None:
+            return
+        noisy = answered[0]
     else:
         # A repeat: the earlier noisy answer, charged nothing — averaging gains nothing.
         with domain.engine.begin() as conn:
@@ -670,24 +696,30 @@ def _run_dp(
             )
             transition(conn, domain.audit, job.id, "gated", actor="system")
         noisy = earlier
+    domain.gate.process(
+        job.id,
+        [_dp_output(compiled, noisy, records)],
+        identifiers=IdentifierIndex.empty(),
+        precomputed=_aggregate_only("DP"),
+        auto_release_clean_dp=s.auto_release_clean_dp,
+    )
+
+
+def _dp_output(
+    compiled: CompiledQuery, noisy: NoisyResult, records: Mapping[str, DatasetRecord]
+) -> OutputSpec:
+    """The gate's view of a DP answer: its table, sources and visible measures."""
     measures: dict[str, MeasureKind] = {}
     for o in compiled.outputs:
         kind = _SDC_MEASURES.get(o.kind)
         if kind is not None and not o.hidden and o.name in noisy.table.column_names:
             measures[o.name] = kind
-    spec = OutputSpec(
+    return OutputSpec(
         name="result",
         table=noisy.table,
         datasets=tuple(records),
         mode="dp_aggregate",
         measures=measures,
-    )
-    domain.gate.process(
-        job.id,
-        [spec],
-        identifiers=IdentifierIndex.empty(),
-        precomputed=_aggregate_only("DP"),
-        auto_release_clean_dp=s.auto_release_clean_dp,
     )
 
 
