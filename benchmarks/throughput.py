@@ -10,9 +10,15 @@ subprocess on a free loopback port. Then, for N = 1, 4, 16 threads:
 
 * **raw DuckDB** — N threads, each with its own cursor on one in-process DuckDB, run the
   five queries round-robin on the plaintext Parquet file ``write_demo_data`` wrote;
+* **DuckDB, DP SQL** — the same, running the SQL the DP compiler writes for each query (the
+  per-person bounding and all) instead of the query as written: what DP itself costs;
+* **bare warm sandbox, DP SQL** — N threads of this process send that SQL straight to the
+  operator's warm sandbox session, as the job runner does (``Sandboxes.run`` with the keys
+  the service would release): no HTTP, no authorization, no ledger, no gate. The ceiling of
+  any governed path with this isolation, measured rather than argued;
 * **shuyu, new queries** — N threads, each a :class:`shuyu.client.Client`, submit the same
-  five queries as ``dp_aggregate`` jobs, wait for them (``Client.wait``: the job's event
-  stream) and download the released answer. Every job asks for a slightly different ε
+  five queries as ``dp_aggregate`` jobs, with ``wait_s`` (one request the server holds until
+  the job settles) and download the released answer. Every job asks for a slightly different ε
   (0.01 · (1 + k·10⁻⁶)), so its query key is new and it really runs: the ledger returns an
   earlier answer, uncharged and without running, for a query whose normalized SQL, data
   versions *and privacy parameters* were asked before. ε changes neither the SQL the
@@ -265,6 +271,123 @@ def run_duckdb(plain: Path, rows: int, clients: int, seconds: float) -> Cell:
         con.close()
 
 
+@dataclass(frozen=True)
+class DpJob:
+    """One query as the service hands it to the sandbox: the rewritten SQL, the columns
+    granted (the query's and the privacy unit) and the keys for them."""
+
+    name: str
+    sql: str
+    columns: tuple[str, ...]
+    key_ids: frozenset[str]
+
+
+def dp_jobs(home: Path) -> list[DpJob]:
+    """The five queries compiled as ``shuyu.jobs`` compiles them for a DP job."""
+    from egress.dp import DatasetCatalog, compile_query
+    from egress.dp.analyze import analyze
+    from enclave.key_release import KeyReleaseService
+    from shuyu.jobs import _columns_of
+
+    domain = open_domain(Settings(home=home))
+    try:
+        rec = domain.store.get("residents")
+        cat = DatasetCatalog.from_meta(
+            rec.meta.to_json(),
+            name=rec.name,
+            version=rec.version,
+            unit_bound_verified=rec.unit_bound_verified,
+        )
+        service = KeyReleaseService(domain.keys, domain.audit)
+        out = []
+        for name, sql in QUERIES:
+            compiled = compile_query(sql, lambda _n: cat, epsilon=EPSILON, delta=1e-8, seed=1)
+            cols = _columns_of(analyze(sql, lambda _n: cat)).get(rec.name, set())
+            cols = cols | {rec.meta.privacy_unit} if rec.meta.privacy_unit else cols
+            with domain.engine.connect() as conn:
+                key_ids = service.required_key_ids(conn, {rec.id: cols})
+            out.append(DpJob(name, compiled.rewritten_sql, tuple(sorted(cols)), key_ids))
+        return out
+    finally:
+        domain.close()
+
+
+def run_dp_duckdb(plain: Path, rows: int, clients: int, seconds: float, home: Path) -> Cell:
+    """The DP-rewritten SQL (per-person bounding and all) on the plaintext Parquet: what DP
+    itself costs DuckDB, with no sandbox and no service."""
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW residents AS SELECT * FROM read_parquet('{plain}')")
+    queries = dp_jobs(home)
+    for q in queries:
+        con.execute(q.sql).fetchall()
+    cursors = [con.cursor() for _ in range(clients)]
+
+    def one(t: int, i: int) -> tuple[str, str, str | None]:
+        q = queries[i % len(queries)]
+        cursors[t].execute(q.sql).fetchall()
+        return q.name, "answered", None
+
+    try:
+        return _drive(Cell("DuckDB, DP SQL", rows, clients), seconds, one)
+    finally:
+        for cur in cursors:
+            cur.close()
+        con.close()
+
+
+def run_bare_sandbox(home: Path, rows: int, clients: list[int], seconds: float) -> list[Cell]:
+    """The DP-rewritten SQL sent straight to the operator's warm sandbox session from this
+    process (``Sandboxes.run``, as the job runner calls it, with the keys the service would
+    release): no HTTP, no authorization, no ledger, no gate. The ceiling for any governed
+    path with this isolation."""
+    from sandbox.job import JobSpec, TableGrant
+
+    queries = dp_jobs(home)
+    env = server_env(home, max(clients), rows, 1)
+    settings = Settings(
+        home=home,
+        warm_pool_size=1,
+        cold_spares=0,
+        sandbox_cpus=float(env["SHUYU_SANDBOX_CPUS"]),
+        sandbox_memory_bytes=int(env["SHUYU_SANDBOX_MEMORY_BYTES"]),
+    )
+    domain = open_domain(settings)
+    counter = itertools.count()
+    try:
+        rec = domain.store.get("residents")
+        with domain.engine.connect() as conn:
+            keys = domain.keys.get_many(conn, sorted(set().union(*(q.key_ids for q in queries))))
+        sandboxes = domain.sandboxes
+
+        def spec(q: DpJob) -> JobSpec:
+            return JobSpec(
+                job_id=f"J-bare-{next(counter)}",
+                kind="sql",
+                code=q.sql,
+                tables={rec.name: TableGrant(path=rec.path, columns=q.columns)},
+                keys={k: keys[k] for k in q.key_ids},
+                operator="operator",
+                scenario_id=demo.SCENARIO_ID,
+            )
+
+        for q in queries:  # the session decrypts and keeps the columns, untimed
+            sandboxes.run(spec(q), warm=True)
+        probe = CpuProbe(store=home / "store")
+        cells = []
+        for n in clients:
+
+            def one(t: int, i: int) -> tuple[str, str, str | None]:
+                q = queries[i % len(queries)]
+                sandboxes.run(spec(q), warm=True)
+                return q.name, "answered", None
+
+            cells.append(_drive(Cell("bare warm sandbox, DP SQL", rows, n), seconds, one, probe))
+        return cells
+    finally:
+        domain.sandboxes.close()
+        domain.close()
+
+
 def run_shuyu(
     url: str,
     token: str,
@@ -441,8 +564,13 @@ def _union(spans: list[tuple[float, float]]) -> float:
 # --- report ----------------------------------------------------------------------------------
 
 
-def _row(c: Cell, base: Cell | None) -> str:
-    ratio = f"{c.qps / base.qps:.1%}" if base and base.qps and c is not base else "—"
+def _ratio(c: Cell, base: Cell | None) -> str:
+    return f"{c.qps / base.qps:.1%}" if base and base.qps and c is not base else "—"
+
+
+def _row(c: Cell, base: Cell | None, dp_base: Cell | None) -> str:
+    ratio = _ratio(c, base)
+    dp_ratio = _ratio(c, dp_base) if c.side != "raw DuckDB" else "—"
     states = ", ".join(f"{k} {v}" for k, v in sorted(c.states.items()))
     if c.errors:
         states += "; errors: " + ", ".join(f"{k} ×{v}" for k, v in c.errors.items())
@@ -450,7 +578,7 @@ def _row(c: Cell, base: Cell | None) -> str:
         f"| {c.rows:,} | {c.side} | {c.workers or '—'} | {c.clients} | {len(c.samples):,} | "
         f"{c.qps:,.1f} | "
         f"{c.latency_ms(0.50):,.0f} | {c.latency_ms(0.95):,.0f} | {c.latency_ms(0.99):,.0f} | "
-        f"{ratio} | {states} |"
+        f"{ratio} | {dp_ratio} | {states} |"
     )
 
 
@@ -512,12 +640,13 @@ def section(cells: list[Cell], args: argparse.Namespace, load: tuple[float, floa
         "sandbox, no charge, but still submit, the runner, the gate and a new signed release.",
         "",
         "| rows | side | job workers | clients | answers | **q/s** | p50 ms | p95 ms | p99 ms | "
-        "vs DuckDB q/s | outcomes |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "vs DuckDB q/s | vs DuckDB DP SQL q/s | outcomes |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     base_of = {(c.rows, c.clients): c for c in cells if c.side == "raw DuckDB"}
+    dp_of = {(c.rows, c.clients): c for c in cells if c.side == "DuckDB, DP SQL"}
     for c in cells:
-        lines.append(_row(c, base_of.get((c.rows, c.clients))))
+        lines.append(_row(c, base_of.get((c.rows, c.clients)), dp_of.get((c.rows, c.clients))))
     goal_rows = 1_000_000 if any(c.rows == 1_000_000 for c in cells) else cells[0].rows
     ratios = [
         (c.qps / base_of[(c.rows, c.clients)].qps, c)
@@ -533,6 +662,18 @@ def section(cells: list[Cell], args: argparse.Namespace, load: tuple[float, floa
             f"DuckDB's ({at.qps:.1f} vs {base_of[(at.rows, at.clients)].qps:.1f} q/s, "
             f"{at.clients} clients, {at.workers} job workers): {verdict} the ≥ 50 % goal.",
         ]
+        for side in ("DuckDB, DP SQL", "bare warm sandbox, DP SQL"):
+            refs = [
+                (c.qps / base_of[(c.rows, c.clients)].qps, c)
+                for c in cells
+                if c.rows == goal_rows and c.side == side and c.samples
+            ]
+            if refs:
+                r, c = max(refs, key=lambda x: x[0])
+                lines.append(
+                    f"Ceiling measured in the same run — *{side}* (no service at all): at best "
+                    f"**{r:.1%}** of raw DuckDB ({c.qps:.1f} q/s, {c.clients} clients)."
+                )
     lines += [
         "",
         "Where the server spent a job's time (median seconds per job, from the jobs' audit "
@@ -545,7 +686,7 @@ def section(cells: list[Cell], args: argparse.Namespace, load: tuple[float, floa
         "|---:|---|---:|---:|" + "---:|" * (len(STAGES) + 1),
     ]
     for c in cells:
-        if c.side == "raw DuckDB":
+        if not c.side.startswith("shuyu"):
             continue
         cols = " | ".join(f"{c.stages[s]:.3f}" if s in c.stages else "—" for s, _, _ in STAGES)
         lines.append(
@@ -602,6 +743,12 @@ def bench_size(
     for n in clients:
         cells.append(run_duckdb(plain, rows, n, seconds))
         say(f"  raw DuckDB          {n:>2} threads: {cells[-1].qps:8.1f} q/s")
+    for n in clients:
+        cells.append(run_dp_duckdb(plain, rows, n, seconds, home))
+        say(f"  DuckDB, DP SQL      {n:>2} threads: {cells[-1].qps:8.1f} q/s")
+    for cell in run_bare_sandbox(home, rows, clients, seconds):
+        cells.append(cell)
+        say(f"  bare warm sandbox   {cell.clients:>2} threads: {cell.qps:8.1f} q/s")
     for w in workers:
         env = server_env(home, max(clients), rows, w)
         with serve(home, env, work / f"serve-{rows}-{w}.log") as (url, pid):
