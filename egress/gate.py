@@ -317,6 +317,8 @@ class Gate:
         identifiers: IdentifierIndex | None = None,
         precomputed: Mapping[str, Mapping[str, Sequence[Finding]]] | None = None,
         actor: str = "system",
+        scenario: Scenario | None = None,
+        rows: Mapping[str, DatasetRow] | None = None,
     ) -> GateResult | None:
         """Check a DP job's outputs, then charge, keep and release them in ONE transaction.
 
@@ -330,17 +332,27 @@ class Gate:
         removed if it does not commit) commit with the charge: an answer is never charged
         and left unreported, nor released unpaid. The charge's own errors (the budget
         cannot pay) roll everything back and propagate.
+
+        ``scenario`` is the job's scenario as the caller read it (a granted scenario's
+        file never changes), ``rows`` the catalog rows of the dataset versions the outputs
+        were computed from (their grades set the thresholds, they are the release's
+        sources); either is read here when not given.
         """
         datasets = sorted({d for o in outputs for d in o.datasets})
-        with self.engine.connect() as conn:
-            sc = self.scenario(conn, job.scenario_id)
-            rows = dataset_rows(conn, datasets)
-            history: DifferencingIndex | None = None
-            if datasets and not all(o.is_dp for o in outputs):
-                t_pre = self._thresholds(sc, rows, datasets)
-                history = self.history.index(
-                    conn, datasets, t_pre.min_cell_units, exclude_job=job.id
-                )
+        history: DifferencingIndex | None = None
+        needs_history = bool(datasets) and not all(o.is_dp for o in outputs)
+        sc = scenario
+        if sc is None or rows is None or needs_history:
+            with self.engine.connect() as conn:
+                if sc is None:
+                    sc = self.scenario(conn, job.scenario_id)
+                if rows is None:
+                    rows = dataset_rows(conn, datasets)
+                if needs_history:
+                    t_pre = self._thresholds(sc, rows, datasets)
+                    history = self.history.index(
+                        conn, datasets, t_pre.min_cell_units, exclude_job=job.id
+                    )
         t = self._thresholds(sc, rows, datasets)
         report = build_report(
             job.id, outputs, t, identifiers=identifiers, history=history, precomputed=precomputed

@@ -43,7 +43,9 @@ _PG_AUDIT_LOCK = 0x5348_5559  # "SHUY": the advisory lock id of the audit head
 # more Python than running it.
 _HEAD_QUERY = sa.select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
 _INSERT = audit_log.insert()
+_INSERT_CHECKPOINT = audit_checkpoints.insert()
 _HEAD = "shuyu.audit_head"  # (transaction, savepoint, seq, hash) of the last append
+_SIGNED = "shuyu.audit_signed"  # (transaction, savepoint, seq, ts, signature) last signed
 
 
 def _canonical(obj: Any) -> str:
@@ -86,6 +88,15 @@ class Verification:
     reason: str = ""
 
 
+def _here(conn: Connection, key: str) -> tuple[Any, ...] | None:
+    """What ``conn.info[key]`` recorded in this very transaction (and savepoint), or None."""
+    tx = (conn.get_transaction(), conn.get_nested_transaction())
+    known = conn.info.get(key)
+    if tx[0] is not None and known is not None and known[0] is tx[0] and known[1] is tx[1]:
+        return tuple(known[2:])
+    return None
+
+
 def _appended_head(conn: Connection) -> tuple[int, str] | None:
     """(seq, hash) of the head this very transaction appended, or None.
 
@@ -94,11 +105,8 @@ def _appended_head(conn: Connection) -> tuple[int, str] | None:
     A transaction that appended holds the appenders' lock, so no one else can have
     appended since.
     """
-    tx = (conn.get_transaction(), conn.get_nested_transaction())
-    known = conn.info.get(_HEAD)
-    if tx[0] is not None and known is not None and known[0] is tx[0] and known[1] is tx[1]:
-        return int(known[2]), str(known[3])
-    return None
+    known = _here(conn, _HEAD)
+    return None if known is None else (int(known[0]), str(known[1]))
 
 
 class AuditLog:
@@ -169,33 +177,44 @@ class AuditLog:
         appended = _appended_head(conn)  # the release's own entries: no need to read back
         if appended is not None:
             seq, head_hash = appended
+            # This transaction appended entry `seq` and holds the appenders' lock: no one
+            # else can have signed it, so it is signed already only if signed here.
+            signed = _here(conn, _SIGNED)
+            if signed is not None and signed[0] == seq:
+                ts, sig = str(signed[1]), str(signed[2])
+            else:
+                ts, sig = self._sign(conn, seq, head_hash)
         else:
             head = conn.execute(_HEAD_QUERY).first()
             if head is None:
                 return None
             seq, head_hash = int(head.seq), str(head.hash)
-        existing = conn.execute(
-            sa.select(audit_checkpoints).where(audit_checkpoints.c.seq == seq)
-        ).first()
-        if existing is None:
+            existing = conn.execute(
+                sa.select(audit_checkpoints).where(audit_checkpoints.c.seq == seq)
+            ).first()
+            if existing is not None:
+                return self.latest_checkpoint(conn)
             ts, sig = self._sign(conn, seq, head_hash)
-            # Just written, and the newest: what latest_checkpoint would read back.
-            return {
-                "seq": seq,
-                "hash": head_hash,
-                "ts": ts,
-                "signature": sig,
-                "public_key": self.public_key_hex,
-            }
-        return self.latest_checkpoint(conn)
+        # Just written (or found written here), and the newest: what latest_checkpoint
+        # would read back.
+        return {
+            "seq": seq,
+            "hash": head_hash,
+            "ts": ts,
+            "signature": sig,
+            "public_key": self.public_key_hex,
+        }
 
     def _sign(self, conn: Connection, seq: int, head_hash: str) -> tuple[str, str]:
         """Sign and store a checkpoint of ``seq``; its (ts, signature)."""
         ts = datetime.now(UTC).isoformat(timespec="microseconds")
         sig = self._signer.sign(_checkpoint_message(seq, head_hash, ts))
         conn.execute(
-            audit_checkpoints.insert().values(seq=seq, hash=head_hash, ts=ts, signature=sig)
+            _INSERT_CHECKPOINT, {"seq": seq, "hash": head_hash, "ts": ts, "signature": sig}
         )
+        tx = (conn.get_transaction(), conn.get_nested_transaction())
+        if tx[0] is not None:
+            conn.info[_SIGNED] = (*tx, seq, ts, sig)
         return ts, sig
 
     def latest_checkpoint(self, conn: Connection) -> dict[str, Any] | None:

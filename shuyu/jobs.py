@@ -43,6 +43,7 @@ from enclave.identity import User
 from enclave.jobstore import Job, JobStateError, advance, create_job, get_job, transition
 from enclave.jobstore import list_jobs as _list_jobs
 from enclave.key_release import KeyReleaseService, ReleaseClaims
+from enclave.scenarios import DatasetRow
 from enclave.store import DatasetRecord
 from enclave.tables import jobs as jobs_table
 from policies.decision import JobAccess
@@ -674,6 +675,8 @@ def _run_dp(
                 auto_release_clean_dp=s.auto_release_clean_dp,
                 identifiers=IdentifierIndex.empty(),
                 precomputed=_aggregate_only("DP"),
+                scenario=s,
+                rows=_catalog_rows(records),
             )
         except BudgetExhausted as exc:
             ledger.record_denial(
@@ -703,6 +706,25 @@ def _run_dp(
         precomputed=_aggregate_only("DP"),
         auto_release_clean_dp=s.auto_release_clean_dp,
     )
+
+
+def _catalog_rows(records: Mapping[str, DatasetRecord]) -> dict[str, DatasetRow]:
+    """The dataset versions a job read, as the gate sees catalog rows."""
+    return {
+        name: DatasetRow(
+            id=r.id,
+            name=r.name,
+            version=r.version,
+            status=r.status,
+            kind=r.kind,
+            owner_org=r.owner_org,
+            grade=r.grade,
+            scenario_id=None,
+            meta=r.meta.to_json(),
+            created_at=r.created_at,
+        )
+        for name, r in records.items()
+    }
 
 
 def _dp_output(

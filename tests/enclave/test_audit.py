@@ -126,6 +126,27 @@ def test_a_checkpoint_signed_in_the_appending_transaction_is_the_stored_one(
     assert _verify(domain, against=returned) == (True, None)
 
 
+def test_a_head_signed_by_its_own_append_is_not_signed_twice(domain: Domain) -> None:
+    """checkpoint_every=5: an append that lands on a multiple of 5 signs it; a release's
+    checkpoint in the same transaction hands back that signature instead of writing a
+    second row for the entry."""
+    with domain.engine.connect() as conn:
+        head = int(conn.execute(sa.select(sa.func.count()).select_from(audit_log)).scalar_one())
+    _fill(domain, 4 - head % 5)
+    with domain.engine.begin() as conn:
+        seq = domain.audit.record(conn, actor="t", action="test.append", target="x")
+        assert seq % 5 == 0
+        returned = domain.audit.checkpoint(conn)
+        assert returned == domain.audit.latest_checkpoint(conn)
+        rows = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(audit_checkpoints)
+            .where(audit_checkpoints.c.seq == seq)
+        ).scalar_one()
+    assert rows == 1
+    assert _verify(domain, against=returned) == (True, None)
+
+
 def test_forged_checkpoint_signature_is_caught(domain: Domain) -> None:
     _fill(domain, 6)
     with domain.engine.begin() as conn:
