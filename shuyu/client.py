@@ -8,8 +8,9 @@
         job = sy.wait(job)                 # until released, or a reviewer's decision
         table = sy.result(job)             # a pyarrow.Table of the released aggregates
 
-        # or, for a short query, submit and wait in one request:
-        job = sy.submit_sql("S-2026-014", sql, epsilon=0.5, wait_s=30)
+        # or, for a short query, in one request: the released answer, or NotReleased
+        answer = sy.query("S-2026-014", sql, epsilon=0.5)
+        answer.table, answer.job_id
 
 Every method returns a typed model (the same pydantic models the server answers with) or
 an Arrow table. Every error the server answers becomes a :class:`shuyu.errors.RemoteError`
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -44,12 +46,18 @@ from shuyu.api.schemas import (
     ReviewDetail,
     ReviewItem,
 )
-from shuyu.errors import REMOTE_ERRORS, RemoteError, RemoteInternal, RemoteUnavailable
+from shuyu.errors import (
+    REMOTE_ERRORS,
+    NotReleased,
+    RemoteError,
+    RemoteInternal,
+    RemoteUnavailable,
+)
 
 if TYPE_CHECKING:
     from egress.models.output import SavedModel
 
-__all__ = ["Client", "JobRef"]
+__all__ = ["Client", "JobRef", "QueryAnswer"]
 
 M = TypeVar("M", bound=BaseModel)
 JobRef = JobView | str  # a job, or its id
@@ -57,6 +65,23 @@ OutputMode = Literal["dp_aggregate", "sdc_aggregate", "model"]
 
 # The longest one request may ask the server to hold an answer (the server's ?wait= limit).
 _MAX_WAIT_S = 60.0
+
+
+_ARROW = "application/vnd.apache.arrow.stream"
+_RELEASED = frozenset({"released", "auto_released"})
+
+
+@dataclass(frozen=True)
+class QueryAnswer:
+    """A released answer: the table, and the job that produced it (to cite, or to find its
+    release and signed manifest)."""
+
+    job_id: str
+    state: str
+    table: pa.Table
+
+    def to_pandas(self) -> Any:
+        return self.table.to_pandas()
 
 
 def _job_id(job: JobRef) -> str:
@@ -129,15 +154,22 @@ class Client:
         self.close()
 
     def _request(
-        self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: dict[str, Any] | None = None,
+        accept: str | None = None,
     ) -> httpx.Response:
+        headers = self._headers if accept is None else {**self._headers, "Accept": accept}
         try:
             response = self._http.request(
                 method,
                 self.url + path,
                 json=json_body,
                 params={k: v for k, v in (params or {}).items() if v is not None},
-                headers=self._headers,
+                headers=headers,
             )
         except httpx.TransportError as exc:
             raise RemoteUnavailable(
@@ -212,6 +244,60 @@ class Client:
         deadline = time.monotonic() + wait_s
         view = self._post(JobView, "/v1/jobs", body, params=self._hold(wait_s))
         return self._follow(view, deadline)
+
+    def query(
+        self,
+        scenario: str,
+        sql: str,
+        *,
+        epsilon: float | None = None,
+        accuracy: float | None = None,
+        output_mode: OutputMode = "dp_aggregate",
+        timeout_s: float = 600.0,
+    ) -> QueryAnswer:
+        """Run a SQL job and return its released answer: one request when it is released
+        within the server's wait (a clean DP answer under a scenario that auto-releases).
+
+        Raises :class:`shuyu.errors.NotReleased` (with ``.job``) when the job settles
+        without a released answer — refused, failed, or waiting for a reviewer (then
+        :meth:`wait` and :meth:`result` take it from there) — or is still on its way after
+        ``timeout_s``.
+        """
+        body = {
+            "scenario_id": scenario,
+            "kind": "sql",
+            "code": sql,
+            "output_mode": output_mode,
+            "epsilon": epsilon,
+            "accuracy": accuracy,
+        }
+        deadline = time.monotonic() + timeout_s
+        response = self._request(
+            "POST",
+            "/v1/jobs",
+            json_body=body,
+            params=self._hold(timeout_s),
+            accept=f"{_ARROW}, application/json;q=0.5",
+        )
+        if response.headers.get("content-type", "").startswith(_ARROW):
+            return QueryAnswer(
+                job_id=response.headers["shuyu-job-id"],
+                state=response.headers["shuyu-job-state"],
+                table=ipc.open_stream(response.content).read_all(),
+            )
+        view = self._follow(JobView.model_validate(response.json()), deadline)
+        if view.state in _RELEASED:  # released by a reviewer's approval, or after the wait
+            return QueryAnswer(job_id=view.id, state=view.state, table=self.result(view))
+        why = f": {view.error_code} {view.error_message or ''}".rstrip() if view.error_code else ""
+        raise NotReleased(
+            f"job {view.id} is {view.state}{why}",
+            job=view,
+            hint="a reviewer decides on it (wait() then result())"
+            if view.state in ("pending_review", "approved")
+            else "see the job's error and the egress report (`shuyu job show`)"
+            if view.state in SETTLED_STATES
+            else "it is still running: wait() then result()",
+        )
 
     def submit_python(
         self,

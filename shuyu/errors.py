@@ -10,12 +10,15 @@ ServiceError
 
 from __future__ import annotations
 
+from typing import Any
+
 from policies.errors import ErrorKind, ShuyuError
 
 __all__ = [
     "HTTP_STATUS",
     "REMOTE_ERRORS",
     "AuthError",
+    "NotReleased",
     "RateLimited",
     "RemoteConflict",
     "RemoteError",
@@ -138,3 +141,15 @@ REMOTE_ERRORS: dict[str, type[RemoteError]] = {
     "unavailable": RemoteUnavailable,
     "internal": RemoteInternal,
 }
+
+
+class NotReleased(RemoteConflict):
+    """A query the SDK waited for settled without a released answer: refused, failed,
+    waiting for a reviewer, or still on its way. ``job`` is the job as the server last
+    showed it (its state, error code and message)."""
+
+    code = "client.not_released"
+
+    def __init__(self, message: str, *, job: Any, hint: str = "") -> None:
+        super().__init__(message, hint=hint, code=self.code)
+        self.job = job

@@ -238,3 +238,23 @@ def test_the_sdk_wait_times_out_with_the_jobs_state(world: Api) -> None:
     job = sdk(world).submit_sql(SCENARIO, DP_SQL, epsilon=0.1)
     with pytest.raises(TimeoutError, match="authorized"):
         sdk(world).wait(job, timeout_s=0.8)
+
+
+def test_query_says_a_job_still_on_its_way_is_not_released_and_names_it(world: Api) -> None:
+    from shuyu.errors import NotReleased
+
+    with pytest.raises(NotReleased, match="authorized") as caught:
+        sdk(world).query(SCENARIO, DP_SQL, epsilon=0.1, timeout_s=0.5)
+    job = caught.value.job
+    assert job.state == "authorized" and "still running" in caught.value.hint
+    assert sdk(world).job(job.id).state == "authorized"  # the job itself goes on
+
+
+def test_a_submit_that_accepts_arrow_gets_json_while_nothing_is_released(world: Api) -> None:
+    r = world.client.post(
+        "/v1/jobs?wait=0.2",
+        headers={**world.as_role("operator"), "Accept": "application/vnd.apache.arrow.stream"},
+        json={"scenario_id": SCENARIO, "code": DP_SQL, "epsilon": 0.1},
+    )
+    assert r.status_code == 202 and r.headers["content-type"].startswith("application/json")
+    assert r.json()["state"] == "authorized"

@@ -280,27 +280,52 @@ def test_revoking_the_scenario_destroys_its_unreleased_outputs_and_keeps_the_log
         )
 
 
-def test_submit_with_wait_runs_the_job_and_answers_once_it_settles(demo_home: Settings) -> None:
-    """Through the HTTP API with the real runner and sandbox: one held request takes a DP
-    query from submit to the gate (the demo scenario sends clean DP answers to review)."""
+def test_one_request_takes_a_query_to_its_answer_or_says_why_not(demo_home: Settings) -> None:
+    """Through the HTTP API with the real runner and sandbox. Under a scenario that releases
+    clean DP answers, ``Client.query`` is one request and brings the table back; under the
+    demo's scenario (every answer reviewed) the held submit answers once the job waits for
+    a reviewer, and ``query`` raises NotReleased with the job."""
+    from datetime import date
+
     import httpx
     from fastapi.testclient import TestClient
 
+    from policies.scenario import parse_scenario
     from shuyu.api.app import create_app
     from shuyu.client import Client
+    from shuyu.demo import _scenario_yaml
+    from shuyu.errors import NotReleased
     from shuyu.jobs import JobRunner
 
     domain = open_domain(demo_home)
-    token = domain.identity.create_token("operator", ttl_days=1).secret
+    raw = _scenario_yaml(date.today())
+    raw.update(id="S-2026-077", auto_release_clean_dp=True)
+    domain.scenarios.grant("authority", parse_scenario(raw))
+    req = domain.requests.create("operator", "S-2026-077", "residents", note="one request")
+    domain.requests.approve("provider", req.id, reason="test")
+    token = domain.identity.create_token("authority", "operator", ttl_days=1).secret
     requests: list[str] = []
     app = create_app(domain, runner=JobRunner(domain, poll_s=5.0), console=False)
     with TestClient(app) as http:
         http.timeout = httpx.Timeout(120.0)  # the SDK holds requests up to its read timeout
         http.event_hooks["request"].append(lambda r: requests.append(f"{r.method} {r.url.path}"))
         sy = Client("http://testserver", token, http=http)
+
+        answer = sy.query("S-2026-077", DP_SQL, epsilon=0.3)
+        assert requests == ["POST /v1/jobs"]
+        assert answer.state == "auto_released"
+        assert {"district", "residents", "avg_income"} <= set(answer.table.column_names)
+        assert answer.table.num_rows > 0
+        assert sy.result(answer.job_id).equals(answer.table)  # the same released answer
+
+        requests.clear()
         view = sy.submit_sql(SCENARIO_ID, DP_SQL, epsilon=0.07, wait_s=60)
         assert view.state == "pending_review", view
         assert requests == ["POST /v1/jobs"]
+        with pytest.raises(NotReleased, match="pending_review") as caught:
+            sy.query(SCENARIO_ID, DP_SQL, epsilon=0.08)
+        assert caught.value.job.state == "pending_review"
+        assert "reviewer" in caught.value.hint
     with domain.engine.connect() as conn:
         assert get_job(conn, view.id).state == "pending_review"
     domain.close()

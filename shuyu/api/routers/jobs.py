@@ -6,7 +6,9 @@ it from there. Follow it by polling ``GET /v1/jobs/{job_id}``, by streaming
 keep-alive comments in between, the stream ends when the job is final), or by asking either
 call to wait: ``?wait=S`` holds the answer up to S seconds until the job *settles* (released,
 waiting for a reviewer, or ended) and answers 200 then, 202 if it is still on its way. A
-short query is then one request, and its answer one more. The result can be downloaded only
+submit that waits and accepts Arrow (``Accept: application/vnd.apache.arrow.stream``) gets
+the released answer itself, with the job's id and state in ``Shuyu-Job-Id`` and
+``Shuyu-Job-State``: a short query is one request. Otherwise the result can be downloaded
 once it is released, as Arrow IPC, CSV or JSON.
 """
 
@@ -23,7 +25,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import JSONResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
@@ -71,6 +73,21 @@ SETTLED_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": JobView, "description": "The job has settled (with `wait`)."},
     202: {"model": JobView, "description": "The job is on its way."},
 }
+RELEASED_STATES = frozenset({"released", "auto_released"})
+SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **SETTLED_RESPONSES,
+    200: {
+        "model": JobView,
+        "description": "The job has settled (with `wait`). With `Accept: "
+        "application/vnd.apache.arrow.stream` and the job released: its answer as an Arrow "
+        "IPC stream, the job in the `Shuyu-Job-Id` and `Shuyu-Job-State` headers.",
+        "content": {
+            "application/vnd.apache.arrow.stream": {
+                "schema": {"type": "string", "format": "binary"}
+            }
+        },
+    },
+}
 
 MEDIA = {
     "arrow": "application/vnd.apache.arrow.stream",
@@ -111,8 +128,10 @@ def _submit(domain: Domain, caller: Caller, body: SubmitJob, *, dry_run: bool) -
     )
 
 
-async def _settle(domain: Domain, caller: Caller, view: dict[str, Any], wait_s: float) -> Any:
-    """``view`` once the job settles or ``wait_s`` passes: 200 if settled, 202 if not.
+async def _settle(
+    domain: Domain, caller: Caller, view: dict[str, Any], wait_s: float
+) -> dict[str, Any]:
+    """The job once it settles, or as it is when ``wait_s`` has passed.
 
     Sleeps on the job watch (no thread held); reads the job back only when this process
     committed a change that settles it, or at each fallback poll (another process's change).
@@ -130,9 +149,31 @@ async def _settle(domain: Domain, caller: Caller, view: dict[str, Any], wait_s: 
         if changed and watch.state(job_id) not in SETTLED_STATES:
             continue  # a step on the way (running, computed, gated): nothing to read
         view = await anyio.to_thread.run_sync(jobs.get, domain, caller.user, job_id)
-    settled = view["state"] in SETTLED_STATES
-    code = status.HTTP_200_OK if settled else status.HTTP_202_ACCEPTED
+    return view
+
+
+def _settled_response(view: dict[str, Any]) -> JSONResponse:
+    """200 with the job if it settled, 202 if it is still on its way."""
+    code = status.HTTP_200_OK if view["state"] in SETTLED_STATES else status.HTTP_202_ACCEPTED
     return JSONResponse(JobView.model_validate(view).model_dump(mode="json"), status_code=code)
+
+
+def _wants_arrow(request: Request) -> bool:
+    return MEDIA["arrow"] in request.headers.get("accept", "")
+
+
+def _answer(domain: Domain, caller: Caller, view: dict[str, Any]) -> Response:
+    """A released job's answer as Arrow IPC, the job named in headers."""
+    table = jobs.result_table(domain, caller.user, str(view["id"]))
+    return Response(
+        _encode(table, "arrow"),
+        media_type=MEDIA["arrow"],
+        headers={
+            "Shuyu-Job-Id": str(view["id"]),
+            "Shuyu-Job-State": str(view["state"]),
+            "Location": f"/v1/jobs/{view['id']}",
+        },
+    )
 
 
 def _submit_now(domain: Domain, caller: Caller, body: SubmitJob) -> dict[str, Any]:
@@ -144,20 +185,27 @@ def _submit_now(domain: Domain, caller: Caller, body: SubmitJob) -> dict[str, An
     "",
     response_model=JobView,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=SETTLED_RESPONSES,
+    responses=SUBMIT_RESPONSES,
 )
 async def submit_job(
+    request: Request,
     domain: DomainDep,
     caller: Annotated[Caller, Depends(OPERATOR)],
     body: SubmitJob,
     wait: WaitQuery = 0.0,
 ) -> Any:
-    """Submit a job; it runs in the background (poll it, stream its events, or `wait`)."""
+    """Submit a job; it runs in the background (poll it, stream its events, or `wait`).
+
+    With `wait` and `Accept: application/vnd.apache.arrow.stream`, a job released within the
+    wait answers with its result itself."""
     view = await anyio.to_thread.run_sync(_submit_now, domain, caller, body)
     with bind_job(str(view.get("id", ""))):
-        if wait > 0:
-            return await _settle(domain, caller, view, wait)
-        return view
+        if wait <= 0:
+            return view
+        view = await _settle(domain, caller, view, wait)
+        if view["state"] in RELEASED_STATES and _wants_arrow(request):
+            return await anyio.to_thread.run_sync(_answer, domain, caller, view)
+        return _settled_response(view)
 
 
 @router.post("/dry-run", response_model=DryRunReport)
@@ -196,7 +244,7 @@ async def show_job(
     """One job: state, error code (never data), timestamps; with `wait`, once it settles."""
     if wait > 0:
         with bind_job(str(view["id"])):
-            return await _settle(domain, caller, view, wait)
+            return _settled_response(await _settle(domain, caller, view, wait))
     return view
 
 
