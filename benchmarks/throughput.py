@@ -17,9 +17,9 @@ subprocess on a free loopback port. Then, for N = 1, 4, 16 threads:
   the service would release): no HTTP, no authorization, no ledger, no gate. The ceiling of
   any governed path with this isolation, measured rather than argued;
 * **shuyu, new queries** — N threads, each a :class:`shuyu.client.Client`, submit the same
-  five queries as ``dp_aggregate`` jobs, with ``wait_s`` (one request the server holds until
-  the job settles) and download the released answer. Every job asks for a slightly different ε
-  (0.01 · (1 + k·10⁻⁶)), so its query key is new and it really runs: the ledger returns an
+  five queries as ``dp_aggregate`` jobs with ``Client.query``: one request, which the server
+  holds until the job settles and answers with the released table. Every job asks for a
+  slightly different ε (0.01 · (1 + k·10⁻⁶)), so its query key is new and it really runs: the ledger returns an
   earlier answer, uncharged and without running, for a query whose normalized SQL, data
   versions *and privacy parameters* were asked before. ε changes neither the SQL the
   sandbox runs nor its cost in any way that matters, so the sandbox does the same work as
@@ -67,7 +67,6 @@ from enclave.catalog import load_meta
 from enclave.tables import audit_log
 from policies.scenario import parse_scenario
 from shuyu import demo
-from shuyu.api.schemas import SETTLED_STATES
 from shuyu.client import Client
 from shuyu.context import init_domain, open_domain
 from shuyu.settings import Settings
@@ -405,12 +404,10 @@ def run_shuyu(
         name, sql = QUERIES[i % len(QUERIES)]
         eps = EPSILON if repeat else fresh_epsilon()
         sy = sdks[t]
-        job = sy.submit_sql(demo.SCENARIO_ID, sql, epsilon=eps, wait_s=60)
-        view = sy.wait(job, timeout_s=600) if job.state not in SETTLED_STATES else job
-        if view.state not in ("released", "auto_released"):  # no answer: an error, not a sample
-            raise RuntimeError(f"{view.state} {view.error_code or ''}".strip())
-        sy.result(view)
-        return name, view.state, view.id
+        # One request: the server holds it until the job settles and answers with the
+        # released table; anything but a released answer raises (an error, not a sample).
+        answer = sy.query(demo.SCENARIO_ID, sql, epsilon=eps, timeout_s=600)
+        return name, answer.state, answer.job_id
 
     side = "shuyu, repeats" if repeat else "shuyu, new queries"
     try:
@@ -604,9 +601,10 @@ def section(cells: list[Cell], args: argparse.Namespace, load: tuple[float, floa
         "**What runs.** Raw DuckDB: N threads, a cursor each on one in-process DuckDB, the five "
         "queries round-robin on the plaintext Parquet that `shuyu.synthetic.write_demo_data` "
         "wrote. shuyu: N threads, a `shuyu.client.Client` each, through `shuyu serve` (a "
-        "subprocess on loopback): `submit_sql(..., epsilon=ε, wait_s=60)` as `dp_aggregate` "
-        "(one request the server holds until the job settles, woken when the change that "
-        "settles it commits), then `result()` — latency is submit → answer downloaded. "
+        "subprocess on loopback): `query(..., epsilon=ε)` as `dp_aggregate`: one request, "
+        "which the server holds until the job settles (woken when the change that settles it "
+        "commits) and answers with the released table as Arrow — latency is submit → answer "
+        "received. "
         "Domain built like the demo's (people, "
         "`residents` imported encrypted, its scenario, the approved data request), with the "
         "scenario's `auto_release_clean_dp: true` (a clean DP answer releases without a "
@@ -623,8 +621,8 @@ def section(cells: list[Cell], args: argparse.Namespace, load: tuple[float, floa
             else ""
         )
         + ". Server settings: `SHUYU_WARM_POOL_SIZE=1`, `SHUYU_SANDBOX_CPUS` = the machine's "
-        "cores (DuckDB gets them too), `SHUYU_RATE_PER_TOKEN_PER_MIN` lifted (the SDK makes "
-        "two requests per answer, and one token drives all clients), "
+        "cores (DuckDB gets them too), `SHUYU_RATE_PER_TOKEN_PER_MIN` lifted (one request per "
+        "answer, and one token drives all clients), "
         "`SHUYU_MAX_CONCURRENT_JOBS_PER_SCENARIO` = 2 × clients (the default 4 answers the "
         "5th job in flight with 429).",
         "",
