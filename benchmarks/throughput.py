@@ -19,11 +19,11 @@ subprocess on a free loopback port. Then, for N = 1, 4, 16 threads:
 * **shuyu, new queries** — N threads, each a :class:`shuyu.client.Client`, submit the same
   five queries as ``dp_aggregate`` jobs with ``Client.query``: one request, which the server
   holds until the job settles and answers with the released table. Every job asks for a
-  slightly different ε (0.01 · (1 + k·10⁻⁶)), so its query key is new and it really runs: the ledger returns an
-  earlier answer, uncharged and without running, for a query whose normalized SQL, data
-  versions *and privacy parameters* were asked before. ε changes neither the SQL the
-  sandbox runs nor its cost in any way that matters, so the sandbox does the same work as
-  DuckDB does;
+  slightly different ε (0.01 · (1 + k·10⁻⁶)), so its query key is new and it really runs:
+  the ledger returns an earlier answer, uncharged and without running, for a query whose
+  normalized SQL, data versions *and privacy parameters* were asked before. ε changes
+  neither the SQL the sandbox runs nor its cost in any way that matters, so the sandbox
+  does the same work as DuckDB does;
 * **shuyu, repeats** — the same, with ε fixed at 0.01 so every job is a repeat: the path a
   user repeating a query gets (no sandbox, no charge, the gate and the release still run).
 
