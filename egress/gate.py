@@ -59,6 +59,11 @@ __all__ = ["Authorize", "Gate", "GateResult"]
 # (conn, user id, action) -> anything; raises a ShuyuError when the user may not act.
 Authorize = Callable[[Connection, str, str], Any]
 
+# Built once: every job through the gate runs them.
+_SCENARIO_SPEC = sa.select(scenarios.c.spec).where(scenarios.c.id == sa.bindparam("scenario_id"))
+_INSERT_REPORT = egress_reports.insert()
+_INSERT_OUTPUT = egress_outputs.insert()
+
 
 @dataclass(frozen=True)
 class GateResult:
@@ -89,7 +94,7 @@ class Gate:
     # --- policy facts ------------------------------------------------------------------
 
     def scenario(self, conn: Connection, scenario_id: str) -> Scenario | None:
-        row = conn.execute(sa.select(scenarios.c.spec).where(scenarios.c.id == scenario_id)).first()
+        row = conn.execute(_SCENARIO_SPEC, {"scenario_id": scenario_id}).first()
         return None if row is None else Scenario.model_validate(row.spec)
 
     def dataset_grades(self, conn: Connection, names: Sequence[str]) -> list[str]:
@@ -258,15 +263,16 @@ class Gate:
         """
         job_id = job.id
         conn.execute(
-            egress_reports.insert().values(
-                job_id=job_id,
-                verdict=report.verdict,
-                route=where,
-                report=report.to_dict(),
-                report_sha256=sha,
-                required_reviewers=needed,
-                created_at=datetime.now(UTC),
-            )
+            _INSERT_REPORT,
+            {
+                "job_id": job_id,
+                "verdict": report.verdict,
+                "route": where,
+                "report": report.to_dict(),
+                "report_sha256": sha,
+                "required_reviewers": needed,
+                "created_at": datetime.now(UTC),
+            },
         )
         self.audit.record(
             conn,
@@ -451,14 +457,15 @@ class Gate:
                 "columns": o.table.column_names,
             }
             conn.execute(
-                egress_outputs.insert().values(
-                    job_id=job_id,
-                    name=o.name,
-                    spec=spec,
-                    key_id=key_id,
-                    blob=seal(key, sink.getvalue(), f"egress_outputs|{job_id}|{o.name}"),
-                    created_at=now,
-                )
+                _INSERT_OUTPUT,
+                {
+                    "job_id": job_id,
+                    "name": o.name,
+                    "spec": spec,
+                    "key_id": key_id,
+                    "blob": seal(key, sink.getvalue(), f"egress_outputs|{job_id}|{o.name}"),
+                    "created_at": now,
+                },
             )
 
     def load_outputs(self, conn: Connection, job_id: str) -> list[OutputSpec]:

@@ -53,6 +53,34 @@ _RETRIES = 8
 _KEY = ("dp", "releases")  # data key id "dp.releases" seals stored answers
 T = TypeVar("T")
 
+# Built once: a DP job runs most of them (statement building cost more than running them).
+_BUDGET = sa.select(dp_budgets).where(dp_budgets.c.scenario_id == sa.bindparam("scenario_id"))
+_LOCK = _BUDGET.with_for_update()
+_RELEASE = sa.select(dp_releases).where(
+    dp_releases.c.scenario_id == sa.bindparam("scenario_id"),
+    dp_releases.c.query_key == sa.bindparam("query_key"),
+)
+# This job's own charge (a retry after a crash) and a release of the same query (a repeat),
+# in one round trip.
+_EARLIER = sa.union_all(
+    sa.select(
+        sa.literal("job").label("what"),
+        dp_charges.c.scenario_id.label("scenario_id"),
+        dp_charges.c.query_key.label("ref"),
+    ).where(dp_charges.c.job_id == sa.bindparam("job_id")),
+    sa.select(
+        sa.literal("repeat").label("what"),
+        dp_releases.c.scenario_id.label("scenario_id"),
+        dp_releases.c.job_id.label("ref"),
+    ).where(
+        dp_releases.c.scenario_id == sa.bindparam("scenario_id"),
+        dp_releases.c.query_key == sa.bindparam("query_key"),
+    ),
+)
+_BOOK = dp_budgets.update().where(dp_budgets.c.scenario_id == sa.bindparam("budget_scenario"))
+_INSERT_CHARGE = dp_charges.insert()
+_INSERT_RELEASE = dp_releases.insert()
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -218,9 +246,7 @@ class Ledger:
     # -- reading --------------------------------------------------------------------------
     def status(self, bind: Engine | Connection, scenario_id: str, budget: Budget) -> BudgetStatus:
         with self._tx(bind) as conn:
-            row = conn.execute(
-                sa.select(dp_budgets).where(dp_budgets.c.scenario_id == scenario_id)
-            ).first()
+            row = conn.execute(_BUDGET, {"scenario_id": scenario_id}).first()
         return _status(scenario_id, _spent(row), budget)
 
     def stored_budget(self, bind: Engine | Connection, scenario_id: str) -> Budget | None:
@@ -260,9 +286,7 @@ class Ledger:
         """Refuse early (before the sandbox runs) when the cost cannot fit; not a reservation:
         :meth:`charge_and_record` checks again atomically."""
         with self._tx(bind) as conn:
-            row = conn.execute(
-                sa.select(dp_budgets).where(dp_budgets.c.scenario_id == scenario_id)
-            ).first()
+            row = conn.execute(_BUDGET, {"scenario_id": scenario_id}).first()
         spent = _spent(row)
         status = _status(scenario_id, spent, budget)
         self._check_fits(scenario_id, status, spent, cost, budget)
@@ -273,9 +297,7 @@ class Ledger:
     ) -> CompiledQuery:
         """`compiled` with its report's ``budget_left_after`` filled in from this ledger."""
         with self._tx(bind) as conn:
-            row = conn.execute(
-                sa.select(dp_budgets).where(dp_budgets.c.scenario_id == scenario_id)
-            ).first()
+            row = conn.execute(_BUDGET, {"scenario_id": scenario_id}).first()
         return compiled.with_budget(_spent(row), budget.epsilon, budget.delta)
 
     def lookup(
@@ -286,11 +308,7 @@ class Ledger:
             return self._lookup(conn, scenario_id, query_key)
 
     def _lookup(self, conn: Connection, scenario_id: str, query_key: str) -> NoisyResult | None:
-        row = conn.execute(
-            sa.select(dp_releases).where(
-                dp_releases.c.scenario_id == scenario_id, dp_releases.c.query_key == query_key
-            )
-        ).first()
+        row = conn.execute(_RELEASE, {"scenario_id": scenario_id, "query_key": query_key}).first()
         if row is None:
             return None
         blob = bytes(row.result)
@@ -344,10 +362,7 @@ class Ledger:
             "charges": 0,
             "updated_at": now,
         }
-        locked = (
-            sa.select(dp_budgets).where(dp_budgets.c.scenario_id == scenario_id).with_for_update()
-        )
-        row = conn.execute(locked).first()
+        row = conn.execute(_LOCK, {"scenario_id": scenario_id}).first()
         if row is not None:
             return row
         # first charge of this scenario: create the row; a concurrent creator's row wins
@@ -362,7 +377,7 @@ class Ledger:
             conn.execute(sqlite_insert(dp_budgets).values(**values).on_conflict_do_nothing())
         else:  # pragma: no cover - other databases: a lost race is retried
             conn.execute(dp_budgets.insert().values(**values))
-        return conn.execute(locked).one()
+        return conn.execute(_LOCK, {"scenario_id": scenario_id}).one()
 
     def charge_and_record(
         self,
@@ -435,21 +450,8 @@ class Ledger:
         # after a crash gets back what it paid for), or a release of the same query (a
         # repeat, answered free).
         found = conn.execute(
-            sa.union_all(
-                sa.select(
-                    sa.literal("job").label("what"),
-                    dp_charges.c.scenario_id.label("scenario_id"),
-                    dp_charges.c.query_key.label("ref"),
-                ).where(dp_charges.c.job_id == job_id),
-                sa.select(
-                    sa.literal("repeat").label("what"),
-                    dp_releases.c.scenario_id.label("scenario_id"),
-                    dp_releases.c.job_id.label("ref"),
-                ).where(
-                    dp_releases.c.scenario_id == scenario_id,
-                    dp_releases.c.query_key == compiled.query_key,
-                ),
-            )
+            _EARLIER,
+            {"job_id": job_id, "scenario_id": scenario_id, "query_key": compiled.query_key},
         ).all()
         mine = next((r for r in found if r.what == "job"), None)
         if mine is not None:
@@ -491,16 +493,17 @@ class Ledger:
             key_id, key = self._release_key(conn)
             blob = seal(key, blob, _aad(scenario_id, compiled.query_key))
         conn.execute(
-            dp_releases.insert().values(
-                scenario_id=scenario_id,
-                query_key=compiled.query_key,
-                job_id=job_id,
-                normalized_sql=compiled.normalized_sql,
-                sealed=key_id is not None,
-                key_id=key_id,
-                result=blob,
-                created_at=now,
-            )
+            _INSERT_RELEASE,
+            {
+                "scenario_id": scenario_id,
+                "query_key": compiled.query_key,
+                "job_id": job_id,
+                "normalized_sql": compiled.normalized_sql,
+                "sealed": key_id is not None,
+                "key_id": key_id,
+                "result": blob,
+                "created_at": now,
+            },
         )
         if self._audit is not None:
             self._audit.record(
@@ -570,9 +573,7 @@ class Ledger:
     def verify(self, bind: Engine | Connection, scenario_id: str) -> bool:
         """The budget row's totals equal the sum of the scenario's charges."""
         with self._tx(bind) as conn:
-            row = conn.execute(
-                sa.select(dp_budgets).where(dp_budgets.c.scenario_id == scenario_id)
-            ).first()
+            row = conn.execute(_BUDGET, {"scenario_id": scenario_id}).first()
         total = SpentBudget()
         for c in self.charges(bind, scenario_id):
             total = total.plus(Cost(c.epsilon, c.delta, c.rho, c.delta_approx, c.pure))
@@ -606,31 +607,32 @@ def _book(
     budget after. The caller holds the row's lock and has checked that the cost fits."""
     after = spent.plus(cost)
     conn.execute(
-        dp_budgets.update()
-        .where(dp_budgets.c.scenario_id == scenario_id)
-        .values(
-            epsilon_total=budget.epsilon,
-            delta_total=budget.delta,
-            rho_spent=after.rho,
-            delta_approx_spent=after.delta_approx,
-            epsilon_basic_spent=after.epsilon_basic,
-            delta_basic_spent=after.delta_basic,
-            charges=after.charges,
-            updated_at=now,
-        )
+        _BOOK,
+        {
+            "budget_scenario": scenario_id,
+            "epsilon_total": budget.epsilon,
+            "delta_total": budget.delta,
+            "rho_spent": after.rho,
+            "delta_approx_spent": after.delta_approx,
+            "epsilon_basic_spent": after.epsilon_basic,
+            "delta_basic_spent": after.delta_basic,
+            "charges": after.charges,
+            "updated_at": now,
+        },
     )
     conn.execute(
-        dp_charges.insert().values(
-            scenario_id=scenario_id,
-            job_id=job_id,
-            query_key=query_key,
-            epsilon=cost.epsilon,
-            delta=cost.delta,
-            rho=cost.rho,
-            delta_approx=cost.delta_approx,
-            pure=cost.pure,
-            created_at=now,
-        )
+        _INSERT_CHARGE,
+        {
+            "scenario_id": scenario_id,
+            "job_id": job_id,
+            "query_key": query_key,
+            "epsilon": cost.epsilon,
+            "delta": cost.delta,
+            "rho": cost.rho,
+            "delta_approx": cost.delta_approx,
+            "pure": cost.pure,
+            "created_at": now,
+        },
     )
     return after
 

@@ -29,6 +29,8 @@ __all__ = [
     "withdraw_product",
 ]
 
+_INSERT_PRODUCT = egress_products.insert()  # built once: every release registers a product
+
 
 def register_product(
     conn: Connection,
@@ -42,17 +44,18 @@ def register_product(
     sources: Sequence[dict[str, Any]],
 ) -> None:
     conn.execute(
-        egress_products.insert().values(
-            release_id=release_id,
-            name=name,
-            summary=summary,
-            formats=sorted(set(formats)),
-            scenario_id=scenario_id,
-            operator_org=operator_org,
-            sources=list(sources),
-            status="registered",
-            registered_at=datetime.now(UTC),
-        )
+        _INSERT_PRODUCT,
+        {
+            "release_id": release_id,
+            "name": name,
+            "summary": summary,
+            "formats": sorted(set(formats)),
+            "scenario_id": scenario_id,
+            "operator_org": operator_org,
+            "sources": list(sources),
+            "status": "registered",
+            "registered_at": datetime.now(UTC),
+        },
     )
 
 

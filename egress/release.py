@@ -79,6 +79,7 @@ SIGNATURE = "manifest.sig"
 PUBLIC_KEY = "public_key.hex"
 _UNLISTED = frozenset({MANIFEST, SIGNATURE, PUBLIC_KEY})
 _FORMATS = ("parquet", "csv", "json")
+_INSERT_RELEASE = egress_releases.insert()  # built once: every release runs it
 
 
 @dataclass(frozen=True)
@@ -382,18 +383,19 @@ def register(
     params = job.params
     auto = pkg.auto
     conn.execute(
-        egress_releases.insert().values(
-            id=pkg.release_id,
-            job_id=job.id,
-            scenario_id=job.scenario_id,
-            path=str(pkg.root),
-            manifest_sha256=pkg.manifest_sha256,
-            signature=pkg.signature,
-            public_key=gate.signer.public_key_hex,
-            released_by=actor,
-            auto=auto,
-            created_at=datetime.now(UTC),
-        )
+        _INSERT_RELEASE,
+        {
+            "id": pkg.release_id,
+            "job_id": job.id,
+            "scenario_id": job.scenario_id,
+            "path": str(pkg.root),
+            "manifest_sha256": pkg.manifest_sha256,
+            "signature": pkg.signature,
+            "public_key": gate.signer.public_key_hex,
+            "released_by": actor,
+            "auto": auto,
+            "created_at": datetime.now(UTC),
+        },
     )
     register_product(
         conn,

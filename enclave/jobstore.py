@@ -142,20 +142,21 @@ def create_job(
     job_id = f"J-{uuid.uuid4().hex[:16]}"
     code_sha = hashlib.sha256(code.encode()).hexdigest()
     conn.execute(
-        jobs.insert().values(
-            id=job_id,
-            scenario_id=scenario_id,
-            submitter=submitter,
-            kind=kind,
-            output_mode=output_mode,
-            code=code,
-            code_sha256=code_sha,
-            params=params,
-            state="submitted",
-            policy_hash=policy_hash,
-            created_at=now,
-            updated_at=now,
-        )
+        _INSERT_JOB,
+        {
+            "id": job_id,
+            "scenario_id": scenario_id,
+            "submitter": submitter,
+            "kind": kind,
+            "output_mode": output_mode,
+            "code": code,
+            "code_sha256": code_sha,
+            "params": params,
+            "state": "submitted",
+            "policy_hash": policy_hash,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
     audit.record(
         conn,
@@ -189,6 +190,7 @@ def create_job(
     )
 
 
+_INSERT_JOB = jobs.insert()
 _GET_JOB = sa.select(jobs).where(jobs.c.id == sa.bindparam("job_id"))  # built once: hot
 # One compare-and-set per target state; the columns it sets come with the parameters.
 _MOVE = {

@@ -57,6 +57,13 @@ key_releases = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# Built once: every job's key release runs them.
+_INSERT = key_releases.insert()
+_JOB = sa.select(jobs.c.state, jobs.c.policy_hash).where(jobs.c.id == sa.bindparam("job_id"))
+_DATASET = sa.select(datasets.c.status, datasets.c.meta).where(
+    datasets.c.id == sa.bindparam("dataset_id")
+)
+
 
 @dataclass(frozen=True)
 class ReleaseClaims:
@@ -82,9 +89,7 @@ class KeyReleaseService:
         """Footer key + one key per grade of the columns, for each dataset (by id)."""
         needed: set[str] = set()
         for dataset_id, cols in columns.items():
-            row = conn.execute(
-                sa.select(datasets.c.status, datasets.c.meta).where(datasets.c.id == dataset_id)
-            ).first()
+            row = conn.execute(_DATASET, {"dataset_id": dataset_id}).first()
             if row is None or row.status != "active":
                 raise _Mismatch("dataset_not_active")
             needed |= _key_ids_of(dataset_id, DatasetMeta.model_validate(row.meta), cols)
@@ -183,9 +188,7 @@ class KeyReleaseService:
         trusted_image_id: str,
         authorized: Mapping[str, Collection[str]],
     ) -> None:
-        job = conn.execute(
-            sa.select(jobs.c.state, jobs.c.policy_hash).where(jobs.c.id == claims.job_id)
-        ).first()
+        job = conn.execute(_JOB, {"job_id": claims.job_id}).first()
         if job is None:
             raise _Mismatch("job_unknown")
         if job.state not in RELEASABLE_STATES:
@@ -208,17 +211,18 @@ class KeyReleaseService:
         conn: Connection, claims: ReleaseClaims, result: str, reason: str | None, actor: str
     ) -> None:
         conn.execute(
-            key_releases.insert().values(
-                job_id=claims.job_id,
-                image_id=claims.image_id,
-                policy_hash=claims.policy_hash,
-                key_ids=sorted(claims.key_ids),
-                columns={k: sorted(v) for k, v in sorted(claims.columns.items())},
-                result=result,
-                reason=reason,
-                actor=actor,
-                created_at=datetime.now(UTC),
-            )
+            _INSERT,
+            {
+                "job_id": claims.job_id,
+                "image_id": claims.image_id,
+                "policy_hash": claims.policy_hash,
+                "key_ids": sorted(claims.key_ids),
+                "columns": {k: sorted(v) for k, v in sorted(claims.columns.items())},
+                "result": result,
+                "reason": reason,
+                "actor": actor,
+                "created_at": datetime.now(UTC),
+            },
         )
 
 

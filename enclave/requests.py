@@ -38,6 +38,13 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+# Built once: every access decision reads it.
+_APPROVED = sa.select(data_requests.c.dataset, data_requests.c.provider_org).where(
+    data_requests.c.scenario_id == sa.bindparam("scenario_id"),
+    data_requests.c.state == "approved",
+)
+
+
 @dataclass(frozen=True)
 class DataRequest:
     id: str
@@ -290,12 +297,7 @@ class RequestService:
         The decision counts an approval only from the dataset's *current* owner, so a
         dataset that changes hands needs its new provider's approval.
         """
-        rows = conn.execute(
-            sa.select(data_requests.c.dataset, data_requests.c.provider_org).where(
-                data_requests.c.scenario_id == scenario_id,
-                data_requests.c.state == "approved",
-            )
-        )
+        rows = conn.execute(_APPROVED, {"scenario_id": scenario_id})
         out: dict[str, set[str]] = {}
         for r in rows:
             out.setdefault(r.dataset, set()).add(r.provider_org)

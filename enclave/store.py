@@ -597,6 +597,17 @@ def _flock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
 # --- the store -----------------------------------------------------------------------------------
 
 
+# Built once: every job reads its datasets' catalog entries by name.
+_VERSIONS = (
+    sa.select(datasets)
+    .where(datasets.c.name == sa.bindparam("name"))
+    .order_by(datasets.c.version.desc())
+)
+_VERSION = sa.select(datasets).where(
+    datasets.c.name == sa.bindparam("name"), datasets.c.version == sa.bindparam("version")
+)
+
+
 class DatasetStore:
     """Imports, lists, reads (trusted) and deletes encrypted datasets of one domain."""
 
@@ -633,17 +644,18 @@ class DatasetStore:
 
     def get(self, name: str, version: int | None = None) -> DatasetRecord:
         """The active dataset ``name`` (its newest version unless ``version`` is given)."""
-        q = sa.select(datasets).where(datasets.c.name == name)
-        if version is not None:
-            q = q.where(datasets.c.version == version)
         with self.engine.connect() as conn:
-            rows = [_record(r) for r in conn.execute(q.order_by(datasets.c.version.desc()))]
-        active = [r for r in rows if r.status == "active"]
-        if active:
-            return active[0]
+            if version is None:
+                rows = conn.execute(_VERSIONS, {"name": name}).all()
+            else:
+                rows = conn.execute(_VERSION, {"name": name, "version": version}).all()
+        # Newest first; only the row returned is built (its catalog entry is validated).
+        active = next((r for r in rows if r.status == "active"), None)
+        if active is not None:
+            return _record(active)
         which = f"{name!r}" + (f" version {version}" if version is not None else "")
         if rows:
-            when = rows[0].deleted_at
+            when = _utc(rows[0].deleted_at)
             raise CatalogError(
                 f"dataset {which} was deleted"
                 + (f" on {when:%Y-%m-%d}" if when else "")
