@@ -140,39 +140,64 @@ class KeyReleaseService:
         """
         with engine.begin() as conn:
             try:
-                self._check(conn, claims, trusted_image_id, authorized)
-            except _Mismatch as mismatch:
-                reason = mismatch.reason
-            else:
-                keys = self._keys.get_many(conn, sorted(claims.key_ids))
-                self._record(conn, claims, "released", None, actor)
-                self._audit.record(
+                return self.release_in(
                     conn,
+                    claims,
+                    trusted_image_id=trusted_image_id,
+                    authorized=authorized,
                     actor=actor,
-                    action="key.release",
-                    target=claims.job_id,
-                    details={
-                        "image_id": claims.image_id,
-                        "policy_hash": claims.policy_hash,
-                        "key_ids": sorted(claims.key_ids),
-                    },
                 )
-                return keys
-        # A refusal commits on its own: nothing else happened that could roll it back.
-        with engine.begin() as conn:
-            self._record(conn, claims, "refused", reason, actor)
+            except KeyReleaseRefused as exc:
+                refused = exc  # its record commits: nothing else happened to roll back
+        raise refused
+
+    def release_in(
+        self,
+        conn: Connection,
+        claims: ReleaseClaims,
+        *,
+        trusted_image_id: str,
+        authorized: Mapping[str, Collection[str]],
+        actor: str = "sandbox",
+    ) -> dict[str, bytes]:
+        """:meth:`release` in the caller's transaction (the run's claim and decision).
+
+        A refusal is recorded and audited in ``conn`` before :class:`KeyReleaseRefused`
+        is raised: the caller commits the transaction and then raises it, so the refusal
+        is never rolled back with it.
+        """
+        try:
+            self._check(conn, claims, trusted_image_id, authorized)
+        except _Mismatch as mismatch:
+            reason = mismatch.reason
+        else:
+            keys = self._keys.get_many(conn, sorted(claims.key_ids))
+            self._record(conn, claims, "released", None, actor)
             self._audit.record(
                 conn,
                 actor=actor,
                 action="key.release",
                 target=claims.job_id,
-                result="denied",
                 details={
-                    "reason": reason,
                     "image_id": claims.image_id,
+                    "policy_hash": claims.policy_hash,
                     "key_ids": sorted(claims.key_ids),
                 },
             )
+            return keys
+        self._record(conn, claims, "refused", reason, actor)
+        self._audit.record(
+            conn,
+            actor=actor,
+            action="key.release",
+            target=claims.job_id,
+            result="denied",
+            details={
+                "reason": reason,
+                "image_id": claims.image_id,
+                "key_ids": sorted(claims.key_ids),
+            },
+        )
         raise KeyReleaseRefused(
             f"data keys for job {claims.job_id} were not released: {_REASONS[reason]}",
             hint="the job must be authorized, run on the recorded sandbox image "

@@ -38,7 +38,7 @@ from egress.dp.analyze import Plan, analyze
 from egress.dp.release import NoisyResult
 from egress.errors import BudgetExhausted, QueryRefused
 from egress.ledger import Budget, Ledger
-from enclave.errors import EnclaveError
+from enclave.errors import EnclaveError, KeyReleaseRefused
 from enclave.identity import User
 from enclave.jobstore import Job, JobStateError, advance, create_job, get_job, transition
 from enclave.jobstore import list_jobs as _list_jobs
@@ -447,6 +447,26 @@ def _release_keys(
     the gate's own trusted runs (``actor="gate"``), the columns the catalog marks
     identifying, which only trusted SQL ever reads.
     """
+    service, claims, authorized = _key_claims(domain, job, columns, records, actor=actor)
+    return service.release(
+        domain.engine,
+        claims,
+        trusted_image_id=domain.sandboxes.image_id,
+        authorized=authorized,
+        actor=actor,
+    )
+
+
+def _key_claims(
+    domain: Domain,
+    job: Job,
+    columns: Mapping[str, Collection[str]],
+    records: Mapping[str, DatasetRecord],
+    *,
+    actor: str,
+) -> tuple[KeyReleaseService, ReleaseClaims, dict[str, set[str]]]:
+    """The key service, the claims for ``columns`` and the scope they are checked against
+    (see :func:`_release_keys`)."""
     sb = domain.sandboxes
     service = KeyReleaseService(domain.keys, domain.audit)
     by_id = {records[name].id: set(cols) for name, cols in columns.items()}
@@ -472,9 +492,7 @@ def _release_keys(
         columns=by_id,
         key_ids=key_ids,
     )
-    return service.release(
-        domain.engine, claims, trusted_image_id=sb.image_id, authorized=authorized, actor=actor
-    )
+    return service, claims, authorized
 
 
 def _spec(
@@ -512,7 +530,7 @@ def run_job(domain: Domain, job_id: str) -> dict[str, Any]:
         if decided is None:
             with domain.engine.connect() as conn:
                 return get_job(conn, job_id).view()
-        _run(domain, *decided)
+        _run(domain, decided.job, decided.scenario, decided.prepared, decided)
     except ShuyuError as exc:
         # Fail only a job this runner holds (or one nobody has taken yet): a runner of
         # another process may be running it.
@@ -534,9 +552,21 @@ def _still(domain: Domain, job_id: str, state: str) -> bool:
         return get_job(conn, job_id).state == state
 
 
-def _decide_again(
-    domain: Domain, job: Job, claim: _Claim
-) -> tuple[Job, Scenario, _Prepared] | None:
+@dataclass(frozen=True)
+class _Decided:
+    """A job this runner claimed and may run: what the run needs from the claim's
+    transaction."""
+
+    job: Job  # carries the decision's scope (in memory only) for key release
+    scenario: Scenario
+    prepared: _Prepared
+    # A DP job: an earlier release of the same query (a repeat: nothing to run), else the
+    # data keys released to its run.
+    earlier: NoisyResult | None = None
+    keys: dict[str, bytes] | None = None
+
+
+def _decide_again(domain: Domain, job: Job, claim: _Claim) -> _Decided | None:
     """Claim the job and decide once more just before the run (audited); None when another
     runner took the job or it is now refused.
 
@@ -547,6 +577,10 @@ def _decide_again(
     withdrawn approval. The returned job carries the decision's scope (in memory only) for
     key release to check claims against; the scenario and the compiled query go on to the
     run, so a job is compiled once here.
+
+    A DP job's data keys are released in the same transaction, under the decision that
+    allows the run (unless the ledger already holds an answer to the query: a repeat needs
+    no run). A refused key release is recorded there too; it is raised once that commits.
     """
     # A SQL job is compiled from the catalog alone; its scenario is read once, by the
     # decision, in the claim's transaction. A Python job's columns are its scenario's.
@@ -586,18 +620,57 @@ def _decide_again(
                 error_message=problem,
             )
             return None
-    assert rec is not None  # an allowed decision had the scenario's grant
-    scope = {name: sorted(cols) for name, cols in decision.scope.items()}
-    return replace(job, params={**job.params, "authorized_scope": scope}), rec.scenario, prepared
+        assert rec is not None  # an allowed decision had the scenario's grant
+        scope = {name: sorted(cols) for name, cols in decision.scope.items()}
+        ready = _Decided(
+            replace(job, params={**job.params, "authorized_scope": scope}), rec.scenario, prepared
+        )
+        refused: KeyReleaseRefused | None = None
+        if prepared.compiled is not None:
+            earlier = Ledger(domain.audit, domain.keys).lookup(
+                conn, job.scenario_id, prepared.compiled.query_key
+            )
+            if earlier is not None:
+                ready = replace(ready, earlier=earlier)
+            else:
+                records = _records_of(domain, prepared)
+                service, claims, authorized = _key_claims(
+                    domain,
+                    ready.job,
+                    _with_units(prepared.columns, records),
+                    records,
+                    actor="system",
+                )
+                try:
+                    keys = service.release_in(
+                        conn,
+                        claims,
+                        trusted_image_id=domain.sandboxes.image_id,
+                        authorized=authorized,
+                        actor="system",
+                    )
+                    ready = replace(ready, keys=keys)
+                except KeyReleaseRefused as exc:
+                    refused = exc  # recorded in this transaction, which commits
+    if refused is not None:
+        raise refused
+    return ready
 
 
-def _run(domain: Domain, job: Job, s: Scenario, prepared: _Prepared) -> None:
-    records = {
-        name: prepared.records.get(name) or domain.store.get(name) for name in prepared.columns
-    }
+def _records_of(domain: Domain, prepared: _Prepared) -> dict[str, DatasetRecord]:
+    """The dataset versions a job reads: those it was compiled against."""
+    return {name: prepared.records.get(name) or domain.store.get(name) for name in prepared.columns}
+
+
+def _run(
+    domain: Domain, job: Job, s: Scenario, prepared: _Prepared, decided: _Decided | None = None
+) -> None:
+    """Run a claimed job to the gate; ``decided`` is what its claim's transaction already
+    did for the run (a DP job's repeat lookup and key release), if it did."""
+    records = _records_of(domain, prepared)
     sb = domain.sandboxes
     if prepared.compiled is not None:
-        _run_dp(domain, job, s, prepared.compiled, prepared, records, sb)
+        _run_dp(domain, job, s, prepared.compiled, prepared, records, sb, decided)
     elif job.output_mode == "sdc_aggregate" and prepared.plan is not None:
         _run_sdc(domain, job, s, prepared.plan, records, sb)
     elif job.kind == "python" and job.output_mode == "model":
@@ -634,12 +707,18 @@ def _run_dp(
     prepared: _Prepared,
     records: Mapping[str, DatasetRecord],
     sb: Any,
+    decided: _Decided | None = None,
 ) -> None:
     ledger = Ledger(domain.audit, domain.keys)
-    earlier = ledger.lookup(domain.engine, job.scenario_id, compiled.query_key)
+    if decided is not None and (decided.earlier is not None or decided.keys is not None):
+        earlier, keys = decided.earlier, decided.keys  # looked up / released with the claim
+    else:
+        earlier = ledger.lookup(domain.engine, job.scenario_id, compiled.query_key)
+        keys = None
     if earlier is None:
         columns = _with_units(prepared.columns, records)
-        keys = _release_keys(domain, job, columns, records, actor="system")
+        if keys is None:
+            keys = _release_keys(domain, job, columns, records, actor="system")
         out = sb.run(_spec(job, compiled.rewritten_sql, columns, records, keys), warm=True)
         noisy = apply_noise(compiled, out.result)
         try:

@@ -241,3 +241,35 @@ def test_a_repeat_released_while_the_job_ran_is_what_the_job_releases(
     assert "dp.repeat" in _actions(world, second["id"])
     with world.engine.connect() as conn:
         assert world.audit.verify(conn).ok
+
+
+def test_a_refused_key_release_is_recorded_with_the_claim_and_fails_the_job(
+    world: Domain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keys are asked for in the claim's transaction: a refusal commits there (with
+    the claim and the decision) and the job fails; no sandbox runs, nothing is charged."""
+    from enclave.key_release import KeyReleaseService, key_releases
+
+    view = _submit(world, "SELECT sex, SUM(age) AS s FROM residents GROUP BY sex", 0.1)
+    # A host that claims one key too many (a column it may not read).
+    real = KeyReleaseService.key_ids_from_catalog
+
+    def greedy(metas: Any, columns: Any) -> frozenset[str]:
+        return real(metas, columns) | {"ds_other.L4"}
+
+    monkeypatch.setattr(KeyReleaseService, "key_ids_from_catalog", staticmethod(greedy))
+    runs = _runs(world)
+    done = jobs.run_job(world, view["id"])
+    assert done["state"] == "failed" and done["error_code"] == "enclave.key_release_refused"
+    assert _runs(world) == runs
+    assert _count(world, dp_charges, view["id"]) == 0
+    with world.engine.connect() as conn:
+        recorded = conn.execute(
+            sa.select(key_releases.c.result, key_releases.c.reason).where(
+                key_releases.c.job_id == view["id"]
+            )
+        ).all()
+        assert world.audit.verify(conn).ok
+    assert [tuple(r) for r in recorded] == [("refused", "key_ids_mismatch")]
+    actions = _actions(world, view["id"])
+    assert actions[-4:] == ["job.running", "access.decide", "key.release", "job.failed"]
