@@ -1,7 +1,8 @@
 """Job orchestration: the one place that walks a job through the whole domain.
 
     submit ──► compile (egress.dp) ──► decide (enclave.decisions, audited) ──► authorized
-    JobRunner / run_job:
+    JobRunner / run_job (decides again, claims) — or submit(run_now=True), whose decision
+    claims the job in the same transaction and runs it in the caller's thread:
       authorized ──► running ──► key release (enclave.key_release: job, image, policy hash)
                  ──► sandbox (operator's session) ──► computed
                  ──► DP: OpenDP noise + ledger charge, one transaction (egress.ledger)
@@ -248,8 +249,16 @@ def submit(
     epsilon: float | None = None,
     accuracy: Any = None,
     dry_run: bool = False,
+    run_now: bool = False,
 ) -> dict[str, Any]:
     """Check, price and authorize a job; queue it (or, with ``dry_run``, only report).
+
+    With ``run_now`` the job is not queued: the transaction whose decision authorizes it
+    also claims it (``authorized`` then ``running``, both audited), and it runs in this
+    thread to the gate; the view returned is its final one. For a caller that waits for the
+    answer anyway (a held API request): no runner is woken, and nothing is decided twice,
+    because no time passes between the decision and the run. The caller bounds how many
+    such runs go at once.
 
     A dry run touches no data and charges nothing: it returns the rewritten SQL, the
     privacy cost, the budget left after it, the expected error of every output column, and
@@ -315,27 +324,35 @@ def submit(
             params=params,
         )
         decision = domain.access.decide_job(user.id, scenario_id, access, job_id=job.id, conn=conn)
-        if decision.allowed:
-            return advance(
+        denied = decision.denial()
+        if denied is not None:
+            transition(
+                conn,
+                domain.audit,
+                job.id,
+                "refused",
+                actor="system",
+                error_code=denied.code,
+                error_message=denied.message,
+            )
+        else:
+            job = advance(
                 conn,
                 domain.audit,
                 job,
                 "authorized",
                 actor="system",
                 policy_hash=decision.policy_hash,
-            ).view()
-        denied = decision.denial()
-        assert denied is not None
-        transition(
-            conn,
-            domain.audit,
-            job.id,
-            "refused",
-            actor="system",
-            error_code=denied.code,
-            error_message=denied.message,
-        )
-    raise denied
+            )
+            if not run_now:
+                return job.view()
+            job = advance(conn, domain.audit, job, "running", actor="system")
+    if denied is not None:
+        raise denied
+    scope = {name: sorted(cols) for name, cols in decision.scope.items()}
+    return _run_claimed(
+        domain, replace(job, params={**job.params, "authorized_scope": scope}), s, prepared
+    )
 
 
 def _jsonable(obj: Any) -> Any:
@@ -515,6 +532,28 @@ def _spec(
         keys=keys,
         operator=job.submitter,
         scenario_id=job.scenario_id,
+    )
+
+
+def _run_claimed(domain: Domain, job: Job, s: Scenario, prepared: _Prepared) -> dict[str, Any]:
+    """Run a job this thread holds (``running``) to the gate; its final view. Any error
+    fails the job, as the runner would: a known one with its code, a bug as internal."""
+    try:
+        _run(domain, job, s, prepared)
+    except ShuyuError as exc:
+        _fail(domain, job.id, exc)
+    except Exception:
+        log.exception("job %s crashed while it ran", job.id)
+        _fail(domain, job.id, _internal_error())
+    with domain.engine.connect() as conn:
+        return get_job(conn, job.id).view()
+
+
+def _internal_error() -> ServiceError:
+    return ServiceError(
+        "internal error while running the job",
+        code="service.internal",
+        hint="report it; the job charged nothing",
     )
 
 
@@ -1034,12 +1073,4 @@ class JobRunner:
             run_job(self._domain, job_id)
         except Exception:  # a bug must not kill the worker; the job is failed instead
             log.exception("job %s crashed the runner", job_id)
-            _fail(
-                self._domain,
-                job_id,
-                ServiceError(
-                    "internal error while running the job",
-                    code="service.internal",
-                    hint="report it; the job charged nothing",
-                ),
-            )
+            _fail(self._domain, job_id, _internal_error())

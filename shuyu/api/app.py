@@ -9,6 +9,7 @@ counters and jobs live in the database, so replicas can sit behind one load bala
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -128,6 +129,11 @@ def create_app(domain: Domain, *, runner: Runner | None = None, console: bool = 
         telemetry={"logs": False},
     )
     app.state.domain = domain
+    # A DP query submitted with ?wait= runs in its request's thread when one of these slots
+    # is free (shuyu.jobs.submit(run_now=True)); only where this process runs jobs at all.
+    app.state.inline_runs = (
+        threading.BoundedSemaphore(domain.settings.job_workers) if runner is not None else None
+    )
     app.state.metrics = metrics
     app.add_middleware(
         RequestContextMiddleware,

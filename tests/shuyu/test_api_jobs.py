@@ -198,10 +198,12 @@ def test_wait_on_a_job_answers_200_as_soon_as_a_change_here_settles_it(world: Ap
         time.sleep(0.5)
         sdk(world, "auth.chen").cancel(job)
 
-    threading.Thread(target=cancel_soon).start()
+    canceller = threading.Thread(target=cancel_soon)
+    canceller.start()
     t0 = time.monotonic()
     r = world.client.get(f"/v1/jobs/{job.id}?wait=30", headers=world.as_role("operator"))
     took = time.monotonic() - t0
+    canceller.join()  # its own request may still be finishing; the client closes after
     assert r.status_code == 200, r.text
     assert r.json()["state"] == "cancelled"
     assert took < 5  # woken by the commit, not by the 30 s
@@ -221,8 +223,10 @@ def test_wait_sees_a_change_another_process_committed(world: Api) -> None:
         with other.begin() as conn:
             transition(conn, world.domain.audit, job.id, "cancelled", actor="auth.chen")
 
-    threading.Thread(target=cancel_elsewhere).start()
+    canceller = threading.Thread(target=cancel_elsewhere)
+    canceller.start()
     view = sdk(world).wait(job, timeout_s=20)
+    canceller.join()
     other.dispose()
     assert view.state == "cancelled"
 

@@ -280,10 +280,21 @@ def test_revoking_the_scenario_destroys_its_unreleased_outputs_and_keeps_the_log
         )
 
 
+def _decisions(domain: Any, job_id: str) -> int:
+    """How many access decisions the audit log holds for ``job_id``."""
+    from enclave.tables import audit_log
+
+    with domain.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(audit_log.c.details).where(audit_log.c.action == "access.decide")
+        ).all()
+    return sum(1 for (details,) in rows if job_id in str(details))
+
+
 def test_one_request_takes_a_query_to_its_answer_or_says_why_not(demo_home: Settings) -> None:
     """Through the HTTP API with the real runner and sandbox. Under a scenario that releases
-    clean DP answers, ``Client.query`` is one request and brings the table back; under the
-    demo's scenario (every answer reviewed) the held submit answers once the job waits for
+    clean DP answers, ``Client.query`` is one request and brings the table back; under one
+    like the demo's (every answer reviewed) the held submit answers once the job waits for
     a reviewer, and ``query`` raises NotReleased with the job."""
     from datetime import date
 
@@ -298,11 +309,13 @@ def test_one_request_takes_a_query_to_its_answer_or_says_why_not(demo_home: Sett
     from shuyu.jobs import JobRunner
 
     domain = open_domain(demo_home)
-    raw = _scenario_yaml(date.today())
-    raw.update(id="S-2026-077", auto_release_clean_dp=True)
-    domain.scenarios.grant("authority", parse_scenario(raw))
-    req = domain.requests.create("operator", "S-2026-077", "residents", note="one request")
-    domain.requests.approve("provider", req.id, reason="test")
+    # Scenarios of their own: other tests of this module revoke the demo's.
+    for sid, auto in (("S-2026-077", True), ("S-2026-078", False)):
+        raw = _scenario_yaml(date.today())
+        raw.update(id=sid, auto_release_clean_dp=auto)
+        domain.scenarios.grant("authority", parse_scenario(raw))
+        req = domain.requests.create("operator", sid, "residents", note="one request")
+        domain.requests.approve("provider", req.id, reason="test")
     token = domain.identity.create_token("authority", "operator", ttl_days=1).secret
     requests: list[str] = []
     app = create_app(domain, runner=JobRunner(domain, poll_s=5.0), console=False)
@@ -317,13 +330,28 @@ def test_one_request_takes_a_query_to_its_answer_or_says_why_not(demo_home: Sett
         assert {"district", "residents", "avg_income"} <= set(answer.table.column_names)
         assert answer.table.num_rows > 0
         assert sy.result(answer.job_id).equals(answer.table)  # the same released answer
+        # It ran in the request: decided once, authorized and claimed in one transaction.
+        assert _decisions(domain, answer.job_id) == 1
+
+        # Every inline slot busy: the runner takes the job (deciding again before it runs)
+        # and the request still answers with the table.
+        slots = app.state.inline_runs
+        taken = [slots.acquire(blocking=False) for _ in range(domain.settings.job_workers)]
+        assert all(taken)
+        try:
+            queued = sy.query("S-2026-077", DP_SQL, epsilon=0.31)
+        finally:
+            for _ in taken:
+                slots.release()
+        assert queued.state == "auto_released" and queued.table.num_rows > 0
+        assert _decisions(domain, queued.job_id) == 2
 
         requests.clear()
-        view = sy.submit_sql(SCENARIO_ID, DP_SQL, epsilon=0.07, wait_s=60)
+        view = sy.submit_sql("S-2026-078", DP_SQL, epsilon=0.07, wait_s=60)
         assert view.state == "pending_review", view
         assert requests == ["POST /v1/jobs"]
         with pytest.raises(NotReleased, match="pending_review") as caught:
-            sy.query(SCENARIO_ID, DP_SQL, epsilon=0.08)
+            sy.query("S-2026-078", DP_SQL, epsilon=0.08)
         assert caught.value.job.state == "pending_review"
         assert "reviewer" in caught.value.hint
     with domain.engine.connect() as conn:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -114,7 +115,9 @@ def _check_concurrency(domain: Domain, scenario_id: str) -> None:
         )
 
 
-def _submit(domain: Domain, caller: Caller, body: SubmitJob, *, dry_run: bool) -> dict[str, Any]:
+def _submit(
+    domain: Domain, caller: Caller, body: SubmitJob, *, dry_run: bool, run_now: bool = False
+) -> dict[str, Any]:
     return jobs.submit(
         domain,
         caller.user,
@@ -125,6 +128,7 @@ def _submit(domain: Domain, caller: Caller, body: SubmitJob, *, dry_run: bool) -
         epsilon=body.epsilon,
         accuracy=body.accuracy,
         dry_run=dry_run,
+        run_now=run_now,
     )
 
 
@@ -176,9 +180,23 @@ def _answer(domain: Domain, caller: Caller, view: dict[str, Any]) -> Response:
     )
 
 
-def _submit_now(domain: Domain, caller: Caller, body: SubmitJob) -> dict[str, Any]:
+def _submit_now(
+    domain: Domain, caller: Caller, body: SubmitJob, slots: threading.BoundedSemaphore | None
+) -> dict[str, Any]:
+    """Submit; a DP query whose caller waits runs right here when a slot is free.
+
+    Only DP SQL runs in the request: short, in the operator's warm session. Other jobs
+    (disclosure-checked aggregates hash identifiers in a sandbox of their own, models train)
+    go to the runner and the request waits for them like any other.
+    """
     _check_concurrency(domain, body.scenario_id)
-    return _submit(domain, caller, body, dry_run=False)
+    inline = slots is not None and body.kind == "sql" and body.output_mode == "dp_aggregate"
+    if not inline or slots is None or not slots.acquire(blocking=False):
+        return _submit(domain, caller, body, dry_run=False)
+    try:
+        return _submit(domain, caller, body, dry_run=False, run_now=True)
+    finally:
+        slots.release()
 
 
 @router.post(
@@ -198,7 +216,8 @@ async def submit_job(
 
     With `wait` and `Accept: application/vnd.apache.arrow.stream`, a job released within the
     wait answers with its result itself."""
-    view = await anyio.to_thread.run_sync(_submit_now, domain, caller, body)
+    slots = request.app.state.inline_runs if wait > 0 else None
+    view = await anyio.to_thread.run_sync(_submit_now, domain, caller, body, slots)
     with bind_job(str(view.get("id", ""))):
         if wait <= 0:
             return view
