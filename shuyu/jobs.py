@@ -347,12 +347,12 @@ def submit(
             if not run_now:
                 return job.view()
             job = advance(conn, domain.audit, job, "running", actor="system")
+            scope = {name: sorted(cols) for name, cols in decision.scope.items()}
+            job = replace(job, params={**job.params, "authorized_scope": scope})
+            ready, refused = _prepare_dp_run(domain, conn, _Decided(job, s, prepared))
     if denied is not None:
         raise denied
-    scope = {name: sorted(cols) for name, cols in decision.scope.items()}
-    return _run_claimed(
-        domain, replace(job, params={**job.params, "authorized_scope": scope}), s, prepared
-    )
+    return _run_claimed(domain, ready, refused)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -535,11 +535,17 @@ def _spec(
     )
 
 
-def _run_claimed(domain: Domain, job: Job, s: Scenario, prepared: _Prepared) -> dict[str, Any]:
+def _run_claimed(
+    domain: Domain, ready: _Decided, refused: KeyReleaseRefused | None = None
+) -> dict[str, Any]:
     """Run a job this thread holds (``running``) to the gate; its final view. Any error
-    fails the job, as the runner would: a known one with its code, a bug as internal."""
+    fails the job, as the runner would: a known one with its code, a bug as internal (as
+    does ``refused``, a key release its claim's transaction refused and recorded)."""
+    job = ready.job
     try:
-        _run(domain, job, s, prepared)
+        if refused is not None:
+            raise refused
+        _run(domain, job, ready.scenario, ready.prepared, ready)
     except ShuyuError as exc:
         _fail(domain, job.id, exc)
     except Exception:
@@ -661,39 +667,49 @@ def _decide_again(domain: Domain, job: Job, claim: _Claim) -> _Decided | None:
             return None
         assert rec is not None  # an allowed decision had the scenario's grant
         scope = {name: sorted(cols) for name, cols in decision.scope.items()}
-        ready = _Decided(
-            replace(job, params={**job.params, "authorized_scope": scope}), rec.scenario, prepared
+        ready, refused = _prepare_dp_run(
+            domain,
+            conn,
+            _Decided(
+                replace(job, params={**job.params, "authorized_scope": scope}),
+                rec.scenario,
+                prepared,
+            ),
         )
-        refused: KeyReleaseRefused | None = None
-        if prepared.compiled is not None:
-            earlier = Ledger(domain.audit, domain.keys).lookup(
-                conn, job.scenario_id, prepared.compiled.query_key
-            )
-            if earlier is not None:
-                ready = replace(ready, earlier=earlier)
-            else:
-                records = _records_of(domain, prepared)
-                service, claims, authorized = _key_claims(
-                    domain,
-                    ready.job,
-                    _with_units(prepared.columns, records),
-                    records,
-                    actor="system",
-                )
-                try:
-                    keys = service.release_in(
-                        conn,
-                        claims,
-                        trusted_image_id=domain.sandboxes.image_id,
-                        authorized=authorized,
-                        actor="system",
-                    )
-                    ready = replace(ready, keys=keys)
-                except KeyReleaseRefused as exc:
-                    refused = exc  # recorded in this transaction, which commits
     if refused is not None:
         raise refused
     return ready
+
+
+def _prepare_dp_run(
+    domain: Domain, conn: Connection, ready: _Decided
+) -> tuple[_Decided, KeyReleaseRefused | None]:
+    """In the transaction that claims a DP job under its decision: the ledger's earlier
+    answer to the query (a repeat needs no run), else the data keys released to the run. A
+    refused release is recorded in ``conn`` and handed back, to raise once it commits."""
+    prepared, job = ready.prepared, ready.job
+    if prepared.compiled is None:
+        return ready, None
+    earlier = Ledger(domain.audit, domain.keys).lookup(
+        conn, job.scenario_id, prepared.compiled.query_key
+    )
+    if earlier is not None:
+        return replace(ready, earlier=earlier), None
+    records = _records_of(domain, prepared)
+    service, claims, authorized = _key_claims(
+        domain, job, _with_units(prepared.columns, records), records, actor="system"
+    )
+    try:
+        keys = service.release_in(
+            conn,
+            claims,
+            trusted_image_id=domain.sandboxes.image_id,
+            authorized=authorized,
+            actor="system",
+        )
+    except KeyReleaseRefused as exc:
+        return ready, exc  # recorded in this transaction, which commits
+    return replace(ready, keys=keys), None
 
 
 def _records_of(domain: Domain, prepared: _Prepared) -> dict[str, DatasetRecord]:
