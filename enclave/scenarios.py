@@ -129,6 +129,11 @@ _DATASET_ROWS = (
     .where(datasets.c.name.in_(sa.bindparam("names", expanding=True)))
     .order_by(datasets.c.name, datasets.c.version.desc())
 )
+_DATASET_ROW = (  # one name, the usual case
+    sa.select(datasets)
+    .where(datasets.c.name == sa.bindparam("name"))
+    .order_by(datasets.c.name, datasets.c.version.desc())
+)
 # The scenario and its fusion approvals in one statement (one row per approved dataset):
 # every access decision reads it.
 _FIND_FULL = (
@@ -148,7 +153,10 @@ def dataset_rows(conn: Connection, names: Iterable[str]) -> dict[str, DatasetRow
     wanted = sorted(set(names))
     if not wanted:
         return {}
-    rows = conn.execute(_DATASET_ROWS, {"names": wanted})
+    if len(wanted) == 1:  # the usual case: no expanding IN to render per call
+        rows = conn.execute(_DATASET_ROW, {"name": wanted[0]})
+    else:
+        rows = conn.execute(_DATASET_ROWS, {"names": wanted})
     out: dict[str, DatasetRow] = {}
     for r in rows:
         current = out.get(r.name)

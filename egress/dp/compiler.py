@@ -397,6 +397,28 @@ _COMPILED: OrderedDict[_MemoKey, tuple[Plan, CompiledQuery]] = OrderedDict()
 _COMPILED_LOCK = threading.Lock()
 _COMPILED_MAX = 256
 
+# The rewrite depends on the plan and the seed only, not on ε or the accuracy target, and
+# the same query is asked again with other privacy parameters (the seed comes from the
+# query text): it is kept per plan object (analyze memoizes plans by SQL and catalogs). The
+# Rewritten is only read afterwards.
+_REWRITES: OrderedDict[tuple[int, int], tuple[Plan, Rewritten]] = OrderedDict()
+_REWRITES_LOCK = threading.Lock()
+
+
+def _rewrite(plan: Plan, seed: int) -> Rewritten:
+    key = (id(plan), seed)
+    with _REWRITES_LOCK:
+        hit = _REWRITES.get(key)
+    if hit is not None and hit[0] is plan:  # the same object: an id is reused only once freed
+        return hit[1]
+    rw = rewrite(plan, seed=seed)
+    with _REWRITES_LOCK:
+        _REWRITES[key] = (plan, rw)
+        _REWRITES.move_to_end(key)
+        while len(_REWRITES) > _COMPILED_MAX:
+            _REWRITES.popitem(last=False)
+    return rw
+
 
 def _memo_key(
     sql: str,
@@ -423,7 +445,7 @@ def _compile(
     if seed is None:
         seed = int.from_bytes(hashlib.sha256(plan.normalized_sql.encode()).digest()[:8], "big")
     try:
-        rw = rewrite(plan, seed=seed)
+        rw = _rewrite(plan, seed)
     except RecursionError:
         raise QueryRefused(
             "the query is nested too deeply to rewrite",

@@ -64,3 +64,27 @@ def test_any_changed_argument_or_catalog_compiles_afresh() -> None:
     assert others[0].query_key != a.query_key  # ε 1 and 1.0 are different ledger keys
     assert others[3].data_versions == {"residents": 2}
     assert others[4].contribution_rows == 3
+
+
+def test_another_epsilon_reuses_the_rewrite_but_not_another_seed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import egress.dp.compiler as compiler
+    from egress.dp.analyze import Plan
+    from egress.dp.rewrite import Rewritten, rewrite
+
+    calls: list[int] = []
+
+    def counting(plan: Plan, *, seed: int) -> Rewritten:
+        calls.append(seed)
+        return rewrite(plan, seed=seed)
+
+    monkeypatch.setattr(compiler, "rewrite", counting)
+    sql = "SELECT district, COUNT(*) AS n FROM residents WHERE age >= 30 GROUP BY district"
+    a = compile_query(sql, catalogs(residents_catalog()), epsilon=0.31, delta=1e-8, seed=11)
+    b = compile_query(sql, catalogs(residents_catalog()), epsilon=0.62, delta=1e-8, seed=11)
+    assert calls == [11]
+    assert b.rewritten_sql == a.rewritten_sql and b.cost.epsilon > a.cost.epsilon
+    c = compile_query(sql, catalogs(residents_catalog()), epsilon=0.31, delta=1e-8, seed=12)
+    assert calls == [11, 12]
+    assert c.rewritten_sql != a.rewritten_sql  # the seed is in the SQL (the reservoir)
