@@ -262,3 +262,20 @@ def test_a_submit_that_accepts_arrow_gets_json_while_nothing_is_released(world: 
     )
     assert r.status_code == 202 and r.headers["content-type"].startswith("application/json")
     assert r.json()["state"] == "authorized"
+
+
+def test_arrow_is_wanted_only_when_accept_lists_it_above_quality_zero() -> None:
+    from starlette.requests import Request
+
+    from shuyu.api.routers.jobs import _wants_arrow
+
+    def accept(value: str) -> bool:
+        return _wants_arrow(Request({"type": "http", "headers": [(b"accept", value.encode())]}))
+
+    arrow = "application/vnd.apache.arrow.stream"
+    assert accept(arrow)
+    assert accept(f"{arrow}, application/json;q=0.5")
+    assert accept(f"application/json, {arrow};q=0.9")
+    assert not accept("application/json")
+    assert not accept(f"{arrow};q=0, application/json")
+    assert not accept(f"{arrow}x")

@@ -163,7 +163,12 @@ def _settled_response(view: dict[str, Any]) -> JSONResponse:
 
 
 def _wants_arrow(request: Request) -> bool:
-    return MEDIA["arrow"] in request.headers.get("accept", "")
+    """Whether the Accept header lists Arrow (with a quality above 0)."""
+    for item in request.headers.get("accept", "").split(","):
+        media, *params = (p.strip() for p in item.split(";"))
+        if media == MEDIA["arrow"]:
+            return not any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00") for p in params)
+    return False
 
 
 def _answer(domain: Domain, caller: Caller, view: dict[str, Any]) -> Response:
@@ -190,8 +195,8 @@ def _submit_now(
     go to the runner and the request waits for them like any other.
     """
     _check_concurrency(domain, body.scenario_id)
-    inline = slots is not None and body.kind == "sql" and body.output_mode == "dp_aggregate"
-    if not inline or slots is None or not slots.acquire(blocking=False):
+    dp_sql = body.kind == "sql" and body.output_mode == "dp_aggregate"
+    if slots is None or not dp_sql or not slots.acquire(blocking=False):
         return _submit(domain, caller, body, dry_run=False)
     try:
         return _submit(domain, caller, body, dry_run=False, run_now=True)
