@@ -35,6 +35,7 @@ import pyarrow.ipc as ipc
 from pydantic import BaseModel, TypeAdapter
 
 from shuyu.api.schemas import (
+    RELEASED_STATES,
     SETTLED_STATES,
     BudgetView,
     DryRunReport,
@@ -68,7 +69,6 @@ _MAX_WAIT_S = 60.0
 
 
 _ARROW = "application/vnd.apache.arrow.stream"
-_RELEASED = frozenset({"released", "auto_released"})
 
 
 @dataclass(frozen=True)
@@ -286,7 +286,7 @@ class Client:
                 table=ipc.open_stream(response.content).read_all(),
             )
         view = self._follow(JobView.model_validate(response.json()), deadline)
-        if view.state in _RELEASED:  # released by a reviewer's approval, or after the wait
+        if view.state in RELEASED_STATES:  # released by a reviewer's approval, or after the wait
             return QueryAnswer(job_id=view.id, state=view.state, table=self.result(view))
         why = f": {view.error_code} {view.error_message or ''}".rstrip() if view.error_code else ""
         raise NotReleased(

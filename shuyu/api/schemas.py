@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from enclave.tables import JOB_STATES, TERMINAL_JOB_STATES
 
 __all__ = [
+    "RELEASED_STATES",
     "SETTLED_STATES",
     "TERMINAL_STATES",
     "ActivateUser",
@@ -83,6 +84,8 @@ assert set(JobState.__args__) == set(JOB_STATES)  # type: ignore[attr-defined]
 TERMINAL_STATES: frozenset[str] = TERMINAL_JOB_STATES
 # States after which a job changes no more without a person acting: a wait ends there.
 SETTLED_STATES: frozenset[str] = TERMINAL_STATES | {"pending_review", "approved"}
+# States whose result may be downloaded.
+RELEASED_STATES: frozenset[str] = frozenset({"released", "auto_released"})
 
 
 class View(BaseModel):

@@ -36,6 +36,7 @@ from shuyu.api.deps import Caller, DomainDep, allow
 from shuyu.api.errors import ERROR_RESPONSES_FOR_FILES
 from shuyu.api.logging import bind_job
 from shuyu.api.schemas import (
+    RELEASED_STATES,
     SETTLED_STATES,
     TERMINAL_STATES,
     DryRunReport,
@@ -74,7 +75,6 @@ SETTLED_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": JobView, "description": "The job has settled (with `wait`)."},
     202: {"model": JobView, "description": "The job is on its way."},
 }
-RELEASED_STATES = frozenset({"released", "auto_released"})
 SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
     **SETTLED_RESPONSES,
     200: {
