@@ -12,6 +12,11 @@ datasets' grades) and loads the cell history of every scenario over the same dat
 the cells' sketches for later differencing, and moves the job: ``refused`` when blocked,
 ``auto_released`` for a clean DP output the scenario lets through, else ``pending_review``.
 Everything in one transaction with its audit entry.
+
+A DP answer takes :meth:`Gate.process_charged` instead: it checks the noisy values before
+they are paid for, then runs the ledger charge, the report, the held output and (for an
+auto-released answer) the release in one transaction, so no answer is ever charged and
+left unreported, or released unpaid.
 """
 
 from __future__ import annotations
