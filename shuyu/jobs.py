@@ -3,12 +3,15 @@
     submit ──► compile (egress.dp) ──► decide (enclave.decisions, audited) ──► authorized
     JobRunner / run_job (decides again, claims) — or submit(run_now=True), whose decision
     claims the job in the same transaction and runs it in the caller's thread:
-      authorized ──► running ──► key release (enclave.key_release: job, image, policy hash)
-                 ──► sandbox (operator's session) ──► computed
-                 ──► DP: OpenDP noise + ledger charge, one transaction (egress.ledger)
-                     SDC: trusted statistics query + identifier hashes, in sandboxes
-                 ──► gate (egress.gate: checks, report, seal) ──► pending_review |
-                     auto_released | refused (blocked)
+      authorized ──► running + key release (enclave.key_release: job, image, policy hash;
+                     in the claim's transaction) ──► sandbox (operator's session)
+                 ──► DP: OpenDP noise in memory; then one transaction
+                     (egress.gate.Gate.process_charged): computed, the ledger charge,
+                     gated, the egress report, the held output ──► pending_review |
+                     auto_released (the signed release, too) | refused (blocked)
+                 ──► SDC: trusted statistics query + identifier hashes, in sandboxes
+                     ──► computed ──► gate (checks, report, seal) ──► pending_review |
+                     refused (blocked)
 
 Everything a job needs to resume is in its row (code, params, policy hash), so a restarted
 service finishes what a crashed one started: :meth:`JobRunner.recover` re-queues
