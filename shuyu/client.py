@@ -84,6 +84,20 @@ class QueryAnswer:
         return self.table.to_pandas()
 
 
+def _sql_job(
+    scenario: str, sql: str, output_mode: str, epsilon: float | None, accuracy: float | None
+) -> dict[str, Any]:
+    """The body of ``POST /v1/jobs`` for a SQL job."""
+    return {
+        "scenario_id": scenario,
+        "kind": "sql",
+        "code": sql,
+        "output_mode": output_mode,
+        "epsilon": epsilon,
+        "accuracy": accuracy,
+    }
+
+
 def _job_id(job: JobRef) -> str:
     return job if isinstance(job, str) else job.id
 
@@ -229,14 +243,7 @@ class Client:
         timeout). Check ``.state``: a job still on its way after ``wait_s`` comes back as it
         is; :meth:`wait` follows it further.
         """
-        body = {
-            "scenario_id": scenario,
-            "kind": "sql",
-            "code": sql,
-            "output_mode": output_mode,
-            "epsilon": epsilon,
-            "accuracy": accuracy,
-        }
+        body = _sql_job(scenario, sql, output_mode, epsilon, accuracy)
         if dry_run:
             return self._post(DryRunReport, "/v1/jobs/dry-run", body)
         if not wait_s or wait_s <= 0:
@@ -263,14 +270,7 @@ class Client:
         :meth:`wait` and :meth:`result` take it from there) — or is still on its way after
         ``timeout_s``.
         """
-        body = {
-            "scenario_id": scenario,
-            "kind": "sql",
-            "code": sql,
-            "output_mode": output_mode,
-            "epsilon": epsilon,
-            "accuracy": accuracy,
-        }
+        body = _sql_job(scenario, sql, output_mode, epsilon, accuracy)
         deadline = time.monotonic() + timeout_s
         response = self._request(
             "POST",
