@@ -250,20 +250,29 @@ def _drive(
     return cell
 
 
-def run_duckdb(plain: Path, rows: int, clients: int, seconds: float) -> Cell:
+def run_duckdb(
+    plain: Path,
+    rows: int,
+    clients: int,
+    seconds: float,
+    queries: tuple[tuple[str, str], ...] = QUERIES,
+    side: str = "raw DuckDB",
+) -> Cell:
+    """N threads, a cursor each on one in-process DuckDB, ``queries`` round-robin on the
+    plaintext Parquet (a view named ``residents``)."""
     con = duckdb.connect()
     con.execute(f"CREATE VIEW residents AS SELECT * FROM read_parquet('{plain}')")
-    for _, sql in QUERIES:  # page cache and DuckDB's metadata cache, untimed
+    for _, sql in queries:  # page cache and DuckDB's metadata cache, untimed
         con.execute(sql).fetchall()
     cursors = [con.cursor() for _ in range(clients)]
 
     def one(t: int, i: int) -> tuple[str, str, str | None]:
-        name, sql = QUERIES[i % len(QUERIES)]
+        name, sql = queries[i % len(queries)]
         cursors[t].execute(sql).fetchall()
         return name, "answered", None
 
     try:
-        return _drive(Cell("raw DuckDB", rows, clients), seconds, one)
+        return _drive(Cell(side, rows, clients), seconds, one)
     finally:
         for cur in cursors:
             cur.close()
@@ -314,24 +323,8 @@ def dp_jobs(home: Path) -> list[DpJob]:
 def run_dp_duckdb(plain: Path, rows: int, clients: int, seconds: float, home: Path) -> Cell:
     """The DP-rewritten SQL (per-person bounding and all) on the plaintext Parquet: what DP
     itself costs DuckDB, with no sandbox and no service."""
-    con = duckdb.connect()
-    con.execute(f"CREATE VIEW residents AS SELECT * FROM read_parquet('{plain}')")
-    queries = dp_jobs(home)
-    for q in queries:
-        con.execute(q.sql).fetchall()
-    cursors = [con.cursor() for _ in range(clients)]
-
-    def one(t: int, i: int) -> tuple[str, str, str | None]:
-        q = queries[i % len(queries)]
-        cursors[t].execute(q.sql).fetchall()
-        return q.name, "answered", None
-
-    try:
-        return _drive(Cell("DuckDB, DP SQL", rows, clients), seconds, one)
-    finally:
-        for cur in cursors:
-            cur.close()
-        con.close()
+    queries = tuple((q.name, q.sql) for q in dp_jobs(home))
+    return run_duckdb(plain, rows, clients, seconds, queries, side="DuckDB, DP SQL")
 
 
 def run_bare_sandbox(home: Path, rows: int, clients: list[int], seconds: float) -> list[Cell]:
