@@ -61,6 +61,19 @@ def test_the_schema_epsilon_is_what_the_loaded_model_says() -> None:
     assert schema_epsilon(dump_model(LogisticRegression().fit(x, y))) is None
 
 
+def _honest_report(blob: bytes) -> dict[str, Any]:
+    """What the sandbox's checks really say of ``blob`` under a DP scenario, as a dict."""
+    x, y = _xy()
+    half = len(x) // 2
+    return check_model(
+        blob,
+        ModelData(x[:half], y[:half]),
+        ModelData(x[half:], y[half:]),
+        {},
+        ModelThresholds(dp_required=True),
+    ).to_dict()
+
+
 def _checked(blob: bytes, report: dict[str, Any]) -> Any:
     """Run the worker's reading of a check job whose sandbox sent ``report``."""
     sandbox = SimpleNamespace(
@@ -73,15 +86,7 @@ def _checked(blob: bytes, report: dict[str, Any]) -> Any:
 
 def test_a_report_that_understates_epsilon_blocks_the_model() -> None:
     blob = dump_model(_dp_pipeline())
-    x, y = _xy()
-    half = len(x) // 2
-    honest = check_model(
-        blob,
-        ModelData(x[:half], y[:half]),
-        ModelData(x[half:], y[half:]),
-        {},
-        ModelThresholds(dp_required=True),
-    ).to_dict()
+    honest = _honest_report(blob)
     assert _checked(blob, honest).dp_epsilon == pytest.approx(1.5)
     lying = {**honest, "dp_epsilon": 0.01}
     blocked = _checked(blob, lying)
@@ -110,16 +115,8 @@ def test_a_check_job_that_hits_a_limit_says_the_checks_did_not_the_operators_cod
 def test_a_report_that_drops_the_dp_block_of_a_plain_model_is_refused() -> None:
     """Under a DP scenario, a plain scikit-learn model must be blocked (model.dp_required). A
     report that says "review" without an ε is checked against the schema, which has none."""
-    x, y = _xy()
-    blob = dump_model(LogisticRegression().fit(x, y))
-    half = len(x) // 2
-    honest = check_model(
-        blob,
-        ModelData(x[:half], y[:half]),
-        ModelData(x[half:], y[half:]),
-        {},
-        ModelThresholds(dp_required=True),
-    ).to_dict()
+    blob = dump_model(LogisticRegression().fit(*_xy()))
+    honest = _honest_report(blob)
     assert honest["verdict"] == "block" and honest["dp_epsilon"] is None
     assert _checked(blob, honest).blocking[0].check == "model.dp_required"  # kept as it is
     kept = [f for f in honest["findings"] if f["severity"] != "block"]
